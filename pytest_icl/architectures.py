@@ -1,0 +1,158 @@
+"""Where each architecture keeps its attention modules and its key/value projections.
+
+Dai et al. finetune only the attention keys and values, and read each layer's attention
+output and scores. Hugging Face models name these parts differently, and some fuse Q, K
+and V into one matrix, so one small table says, per ``model_type``:
+
+* where the decoder layers' attention modules are (``attention_modules``);
+* which entries of which parameters are the key and value projections (``kv_parts``);
+* how attention is computed: through transformers' attention-function registry
+  (``"registry"``: Llama, Gemma 3, Qwen2, GPT-2, OPT, GPT-NeoX) or through the module's own
+  ``_attn`` method (``"method"``: GPT-Neo, GPT-J), which capture wraps per instance.
+
+Adding an architecture is one entry in ``_ARCHITECTURES``.
+
+Example::
+
+    arch = architecture_of(model)
+    modules = arch.attention_modules(model)      # one per layer
+    parts = arch.kv_parts(model)                 # what FT may change
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class UnsupportedArchitecture(Exception):
+    """The model's ``model_type`` has no entry in the architecture table."""
+
+
+@dataclass(frozen=True)
+class KVPart:
+    """A trainable key/value projection parameter, or the K/V entries of a fused one.
+
+    ``mask`` is None when the whole parameter is a K or V projection, else a bool tensor of
+    the parameter's shape that is True on its K and V entries (fused QKV matrices).
+    """
+
+    name: str
+    param: torch.nn.Parameter
+    mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Architecture:
+    model_type: str
+    layers: Callable[[nn.Module], list[nn.Module]]
+    attention_of: Callable[[nn.Module], nn.Module]
+    kv_parameter_names: tuple[str, ...]
+    attention_kind: Literal["registry", "method"]
+    fused_kv_mask: Callable[[nn.Module, str, torch.Tensor], torch.Tensor] | None = None
+
+    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
+        return [self.attention_of(layer) for layer in self.layers(model)]
+
+    def kv_parts(self, model: nn.Module) -> list[KVPart]:
+        """Every layer's key and value projection weights and biases, in layer order."""
+        parts = []
+        for i, attention in enumerate(self.attention_modules(model)):
+            for local_name, param in attention.named_parameters():
+                if local_name not in self.kv_parameter_names:
+                    continue
+                mask = self.fused_kv_mask(attention, local_name, param) if self.fused_kv_mask else None
+                parts.append(KVPart(f"layer{i}.{local_name}", param, mask))
+        if not parts:
+            raise UnsupportedArchitecture(f"found no key/value projections in {self.model_type}")
+        return parts
+
+
+def _gpt2_kv_mask(attention: nn.Module, name: str, param: torch.Tensor) -> torch.Tensor:
+    # GPT-2's c_attn is a Conv1D with weight [in, 3*E] (Q | K | V along the last axis).
+    import torch
+
+    mask = torch.zeros_like(param, dtype=torch.bool)
+    embed = attention.embed_dim
+    mask[..., embed:] = True
+    return mask
+
+
+def _neox_kv_mask(attention: nn.Module, name: str, param: torch.Tensor) -> torch.Tensor:
+    # GPT-NeoX's query_key_value Linear has out-features laid out per head as [q | k | v].
+    import torch
+
+    head_dim = attention.head_size
+    out_features = param.shape[0]
+    role = (torch.arange(out_features) // head_dim) % 3  # 0 = q, 1 = k, 2 = v
+    keep = role > 0
+    return keep.view(-1, *([1] * (param.dim() - 1))).expand_as(param).clone()
+
+
+def _decoder_layers(path: str) -> Callable[[nn.Module], list[nn.Module]]:
+    def layers(model: nn.Module) -> list[nn.Module]:
+        obj = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr)
+        return list(obj)
+
+    return layers
+
+
+def _attr(path: str) -> Callable[[nn.Module], nn.Module]:
+    def get(layer: nn.Module) -> nn.Module:
+        obj = layer
+        for attr in path.split("."):
+            obj = getattr(obj, attr)
+        return obj
+
+    return get
+
+
+_KV = ("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias")
+
+_ARCHITECTURES = {
+    arch.model_type: arch
+    for arch in (
+        Architecture("llama", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "registry"),
+        Architecture("qwen2", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "registry"),
+        Architecture("gemma3_text", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "registry"),
+        Architecture("opt", _decoder_layers("model.decoder.layers"), _attr("self_attn"), _KV, "registry"),
+        Architecture(
+            "gpt2",
+            _decoder_layers("transformer.h"),
+            _attr("attn"),
+            ("c_attn.weight", "c_attn.bias"),
+            "registry",
+            _gpt2_kv_mask,
+        ),
+        Architecture(
+            "gpt_neox",
+            _decoder_layers("gpt_neox.layers"),
+            _attr("attention"),
+            ("query_key_value.weight", "query_key_value.bias"),
+            "registry",
+            _neox_kv_mask,
+        ),
+        Architecture("gpt_neo", _decoder_layers("transformer.h"), _attr("attn.attention"), _KV, "method"),
+        Architecture("gptj", _decoder_layers("transformer.h"), _attr("attn"), _KV, "method"),
+    )
+}
+_ARCHITECTURES["gemma3"] = _ARCHITECTURES["gemma3_text"]
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    model_type = model.config.model_type
+    try:
+        return _ARCHITECTURES[model_type]
+    except KeyError:
+        supported = ", ".join(sorted(_ARCHITECTURES))
+        raise UnsupportedArchitecture(
+            f"pytest-icl does not know where '{model_type}' keeps its attention keys and values. "
+            f"Supported: {supported}. Adding one is an entry in pytest_icl/architectures.py."
+        ) from None
