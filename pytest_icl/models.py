@@ -496,6 +496,11 @@ def _hub_snapshot(spec: ModelSpec) -> Path | None:
     return snapshot if snapshot.parent.name == "snapshots" else None
 
 
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub (or the HTTPS proxy) answers a TCP connect within ~2 s."""
+    return _can_connect(*_probe_target(), _PROBE_TIMEOUT_S)
+
+
 def _hub_unreachable_reason() -> str | None:
     """Why the hub cannot be used right now, or None if it looks reachable."""
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -509,10 +514,10 @@ def _hub_unreachable_reason() -> str | None:
 
 def _probe_target() -> tuple[str, int]:
     # Behind a proxy the hub itself is not directly reachable, but the proxy is what matters.
-    from huggingface_hub import constants
-
+    # huggingface_hub is not imported here: it reads HF_HUB_OFFLINE once, at import, and the
+    # probe's answer may still set that variable (see tasks.prepare_offline_mode).
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urlparse(proxy if proxy else constants.ENDPOINT)
+    url = urlparse(proxy if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     default_port = 443 if url.scheme == "https" else 80
     return url.hostname or "huggingface.co", url.port or default_port
 

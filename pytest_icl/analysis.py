@@ -1,0 +1,101 @@
+"""From the three settings' records to every metric, its control, per-layer curve and interval.
+
+Names of the numbers (the keys of :attr:`Analysis.values`, the columns of the report):
+
+==========================  ==================================================================
+``acc_zsl/acc_icl/acc_ft``  accuracy of each setting; ``majority_*`` the share of the most
+                            frequent prediction (label bias)
+``rec2ftp``                 Dai's Rec2FTP as a fraction (spec §8.1)
+``rec2ftp_chance``          P(ICL right | ZSL wrong): what Rec2FTP is without FT (spec §12.4)
+``ft_precision``            P(FT right | ICL corrected)
+``simaou``                  normalise-then-subtract SimAOU, the official definition (§8.2)
+``simaou_random``           the official random baseline (U[0,1), not normalised)
+``simaou_fair_random``      a zero-mean random FT update of the real update's size, through the
+                            same normalise-then-subtract pipeline (Deutch's bias, §12.1)
+``simaou_unnormalised``     plain-difference SimAOU (Deutch)
+``simam_before/after``      cos(ICL, ZSL) / cos(ICL, FT) of pre-softmax maps (§8.3)
+``simam_zsl_ft``            cos(ZSL, FT): how far FT moved the maps
+``simam_delta``             cos(ICL − ZSL, FT − ZSL) (Deutch's SimAM∆)
+``kendall/kendall_random``  token-level Kendall tau-b, ICL vs FT and ICL vs random (§8.4)
+==========================  ==================================================================
+
+Every similarity is averaged over eval examples per layer (``layers``), then over layers
+(``values``), as the paper reports. Intervals are percentile bootstrap intervals over eval
+examples, all drawn with the same resampled rows.
+
+Departure from the official code: Kendall uses every eval example (the official script reads
+the first 100), and all random baselines are seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pytest_icl import metrics
+
+if TYPE_CHECKING:
+    from pytest_icl.runs import Records
+
+
+@dataclass
+class Analysis:
+    values: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    layers: dict[str, list[float]]
+    counts: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
+    import torch
+
+    zsl, icl, ft = records.zsl, records.icl, records.ft
+    g = torch.Generator().manual_seed(seed)
+    per_example = {
+        "simaou": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs),
+        "simaou_random": metrics.random_simaou_per_example(zsl.outputs, icl.outputs, g),
+        "simaou_fair_random": metrics.fair_random_simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, g),
+        "simaou_unnormalised": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, normalize=False),
+        "simam_before": metrics.simam_per_example(icl.eval_scores, zsl.eval_scores),
+        "simam_after": metrics.simam_per_example(icl.eval_scores, ft.eval_scores),
+        "simam_zsl_ft": metrics.simam_per_example(zsl.eval_scores, ft.eval_scores),
+        "simam_delta": metrics.simam_delta_per_example(zsl.eval_scores, icl.eval_scores, ft.eval_scores),
+        "kendall": metrics.kendall_per_example(icl.context_scores, records.ft_train_queries, ft.queries),
+        "kendall_random": metrics.random_kendall_per_example(icl.context_scores, g),
+    }
+    values = {name: metrics.overall(matrix) for name, matrix in per_example.items()}
+    intervals = {name: metrics.bootstrap_ci(matrix, n_boot=n_boot, seed=seed) for name, matrix in per_example.items()}
+    layers = {name: [float(v) for v in metrics.layer_curve(matrix)] for name, matrix in per_example.items()}
+
+    outcomes = {
+        "acc_zsl": lambda idx: metrics.accuracy(zsl.correct[idx]),
+        "acc_icl": lambda idx: metrics.accuracy(icl.correct[idx]),
+        "acc_ft": lambda idx: metrics.accuracy(ft.correct[idx]),
+        "rec2ftp": lambda idx: metrics.rec2ftp(zsl.correct[idx], icl.correct[idx], ft.correct[idx]),
+        "rec2ftp_chance": lambda idx: metrics.rec2ftp_chance(zsl.correct[idx], icl.correct[idx]),
+        "ft_precision": lambda idx: metrics.ft_precision(zsl.correct[idx], icl.correct[idx], ft.correct[idx]),
+    }
+    n = len(records.gold)
+    everything = torch.arange(n)
+    for name, statistic in outcomes.items():
+        values[name] = statistic(everything)
+        intervals[name] = metrics.bootstrap_ci_fn(statistic, n, n_boot=n_boot, seed=seed)
+    for setting, record in (("zsl", zsl), ("icl", icl), ("ft", ft)):
+        values[f"majority_{setting}"] = metrics.majority_fraction(record.predictions)
+
+    zsl_wrong = ~zsl.correct
+    counts = {
+        "eval": n,
+        "shots": len(records.ft_losses),
+        "training_tokens": records.num_training_tokens,
+        "prompt_tokens": records.prompt_tokens,
+        "zsl_wrong": int(zsl_wrong.sum()),
+        "ft_fixed": int((zsl_wrong & ft.correct).sum()),  # Rec2FTP's denominator
+        "icl_fixed": int((zsl_wrong & icl.correct).sum()),
+        "predictions_changed_by_ft": int((ft.predictions != zsl.predictions).sum()),
+    }
+    values = {k: (float(v) if v is not None else math.nan) for k, v in values.items()}
+    intervals = {k: (float(lo), float(hi)) for k, (lo, hi) in intervals.items()}
+    return Analysis(values=values, intervals=intervals, layers=layers, counts=counts, timings=dict(records.timings))
