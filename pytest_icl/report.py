@@ -1,0 +1,150 @@
+"""Result rows, the terminal table, and ``results.json`` / ``results.csv``.
+
+A row is one task × model analysis, JSON-simple so it can travel from pytest-xdist workers
+through ``report.user_properties``. Schema (``SCHEMA_VERSION``)::
+
+    task, task_hash                  task name and hash of its config + demonstrations + eval examples
+    model, model_id, revision,       what the user asked for, its display id, the resolved revision
+    weights_hash, dtype, device      and a sha256 of the weights; compute dtype and device
+    shots, seed, lr, position, eval  k, demonstration seed, FT learning rate, analysed position, #eval
+    values      {metric: float}      every metric and control (see pytest_icl.analysis)
+    intervals   {metric: [lo, hi]}   95 % bootstrap intervals over eval examples
+    layers      {metric: [float]}    per-layer curves
+    counts      {name: int}          eval, shots, training tokens, ZSL errors, FT/ICL fixes, …
+    timings     {stage: seconds}
+    properties  {property: "passed" | "failed" | "skipped"}   filled in by the plugin
+    versions    {package: version}
+
+``results.csv`` holds the scalar columns plus ``values`` flattened (one column per metric);
+intervals and layers stay in the JSON. Both files are rewritten atomically after every new row,
+so an interrupted run keeps every finished row and never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+SCALAR_COLUMNS = (
+    "task", "task_hash", "model", "model_id", "revision", "weights_hash", "dtype", "device",
+    "shots", "seed", "lr", "position", "eval",
+)  # fmt: skip
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """What makes two rows the same experiment."""
+    return (row["task"], row["task_hash"], row["model_id"], row["weights_hash"], row["shots"], row["seed"], row["lr"], row["position"], row["dtype"])
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; null means "undefined" (e.g. Rec2FTP with an empty denominator)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def results_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps({"schema": SCHEMA_VERSION, "rows": _json_safe(rows)}, indent=1, sort_keys=False) + "\n"
+
+
+def results_csv(rows: list[dict[str, Any]]) -> str:
+    metric_names = sorted({name for row in rows for name in row["values"]})
+    property_names = sorted({name for row in rows for name in row.get("properties", {})})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*SCALAR_COLUMNS, *metric_names, *(f"property_{p}" for p in property_names)])
+    for row in rows:
+        values = [row["values"].get(m) for m in metric_names]
+        writer.writerow(
+            [row.get(c) for c in SCALAR_COLUMNS]
+            + ["" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}" for v in values]
+            + [row.get("properties", {}).get(p, "") for p in property_names]
+        )
+    return buffer.getvalue()
+
+
+def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(Path(folder) / "results.json", results_json(rows))
+    atomic_write_text(Path(folder) / "results.csv", results_csv(rows))
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("pytest-icl", "torch", "transformers", "lm_eval", "datasets", "pytest"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+# ---- terminal table
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _verdict(properties: dict[str, str]) -> str:
+    if not properties:
+        return "-"
+    if any(outcome == "failed" for outcome in properties.values()):
+        failed = [name for name, outcome in properties.items() if outcome == "failed"]
+        return "FAIL " + ",".join(failed)
+    if all(outcome == "skipped" for outcome in properties.values()):
+        return "skip"
+    return "pass"
+
+
+TABLE_COLUMNS = (
+    ("model", lambda r: r["model_id"]),
+    ("task", lambda r: r["task"]),
+    ("k", lambda r: str(r["shots"])),
+    ("n", lambda r: str(r["eval"])),
+    ("ZSL", lambda r: _fmt(r["values"]["acc_zsl"])),
+    ("ICL", lambda r: _fmt(r["values"]["acc_icl"])),
+    ("FT", lambda r: _fmt(r["values"]["acc_ft"])),
+    ("Rec2FTP/chance", lambda r: f"{_fmt(r['values']['rec2ftp'], 2)}/{_fmt(r['values']['rec2ftp_chance'], 2)}"),
+    ("SimAOU/fair-rand", lambda r: f"{_fmt(r['values']['simaou'])}/{_fmt(r['values']['simaou_fair_random'])}"),
+    ("SimAM bef/aft", lambda r: f"{_fmt(r['values']['simam_before'])}/{_fmt(r['values']['simam_after'])}"),
+    ("Kendall/rand", lambda r: f"{_fmt(r['values']['kendall'])}/{_fmt(r['values']['kendall_random'])}"),
+    ("result", lambda r: _verdict(r.get("properties", {}))),
+)
+
+
+def format_table(rows: list[dict[str, Any]]) -> list[str]:
+    cells = [[name for name, _ in TABLE_COLUMNS]] + [[get(row) for _, get in TABLE_COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
