@@ -1,0 +1,145 @@
+"""Tasks come from lm-eval definitions and render exactly as lm-eval renders them."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from pytest_icl.encoding import encode_task
+from pytest_icl.tasks import (
+    TaskError,
+    TaskSource,
+    TaskUnavailable,
+    _lm_eval_config,
+    _build_lm_eval_task,
+    _shuffled,
+    load_task,
+    read_task_header,
+)
+from tests.tiny_models import make_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+ANTONYMS = ROOT / "tasks" / "antonym_choice" / "antonym_choice.yaml"
+SENTIMENT = ROOT / "tasks" / "sentiment_blue_red" / "sentiment_blue_red.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("path", [ANTONYMS, SENTIMENT])
+def test_prompts_equal_lm_eval_fewshot_context(path, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # relative data files must resolve against the YAML, not the CWD
+    source = TaskSource.from_path(path)
+    task = load_task(source, shots=4, limit=5)
+    # lm-eval itself, with the same demonstrations fixed through first_n + samples
+    config = _lm_eval_config(source, None)
+    pool = _build_lm_eval_task(copy.copy(config), "test").fewshot_docs()
+    demos = _shuffled(pool, task.settings.seed)[:4]
+    config["fewshot_config"] = {"sampler": "first_n", "samples": demos}
+    config.pop("fewshot_split")  # else lm-eval prefers the split over the given samples
+    lm_task = _build_lm_eval_task(config, "test")
+    docs = _shuffled(lm_task.eval_docs, 1)[:5]
+    for doc, example in zip(docs, task.eval_examples):
+        assert task.prompt(example) == lm_task.fewshot_context(doc, 4)
+        assert example.text == lm_task.doc_to_text(doc)
+
+
+def test_demonstrations_are_the_first_k_of_a_seeded_shuffle():
+    source = TaskSource.from_path(ANTONYMS)
+    a = load_task(source, shots=6, seed=3)
+    b = load_task(source, shots=8, seed=3)
+    c = load_task(source, shots=6, seed=4)
+    assert a.demonstrations == b.demonstrations[:6]
+    assert a.demonstrations != c.demonstrations
+    assert a.config_hash != c.config_hash
+
+
+def test_icl_key_is_read_and_overridden():
+    source = TaskSource.from_path(SENTIMENT)
+    assert read_task_header(SENTIMENT)["icl"]["shots"] == 16
+    task = load_task(source, limit=3)
+    assert (task.settings.shots, task.settings.lr) == (16, 3.0e-2)
+    assert task.settings.thresholds == {"accuracy": 0.15}
+    overridden = load_task(source, shots=2, lr=0.5, position="prompt", limit=3)
+    assert (overridden.settings.shots, overridden.settings.lr, overridden.settings.position) == (2, 0.5, "prompt")
+    assert len(overridden.eval_examples) == 3
+
+
+def test_encoded_ids_decode_to_the_prompt():
+    task = load_task(TaskSource.from_path(ANTONYMS), shots=3, limit=4)
+    tokenizer = make_tokenizer()
+    encoded = encode_task(task, tokenizer)
+    for example, query in zip(task.eval_examples, encoded.queries):
+        assert tokenizer.decode(list(encoded.icl_prefix) + list(query)) == task.prompt(example)
+    for demo, (start, end) in zip(task.demonstrations, encoded.demo_spans):
+        assert tokenizer.decode(list(encoded.icl_prefix[start:end])) == task.demonstration_text(demo)
+    assert encoded.num_training_tokens == sum(len(s) - encoded.demo_offset for s in encoded.demo_sequences)
+
+
+def _write_task(folder: Path, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(f'{{"text": "item {i}", "label": {i % 2}}}\n' for i in range(8)))
+    (folder / "test.jsonl").write_text("".join(f'{{"text": "probe {i}", "label": {i % 2}}}\n' for i in range(4)))
+    path = folder / "t.yaml"
+    path.write_text(body)
+    return path
+
+
+BASE = """task: tiny
+dataset_path: json
+dataset_kwargs: {data_files: {train: train.jsonl, test: test.jsonl}}
+output_type: multiple_choice
+training_split: train
+test_split: test
+doc_to_text: "Text: {{text}} Label:"
+doc_to_target: label
+"""
+
+
+def test_identical_choice_tokens_are_rejected(tmp_path):
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["same", "same"]\nicl: {shots: 2}\n')
+    task = load_task(TaskSource.from_path(path))
+    with pytest.raises(TaskError, match="tokenise to the same ids"):
+        encode_task(task, make_tokenizer())
+
+
+def test_too_long_context_says_what_to_do(tmp_path):
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 8}\n')
+    task = load_task(TaskSource.from_path(path))
+    with pytest.raises(TaskError, match="Lower --icl-shots"):
+        encode_task(task, make_tokenizer(), max_length=20)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("task: [unclosed", "not valid YAML"),
+        ("dataset_path: json\n", "missing 'task:'"),
+        (BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shotz: 2}\n', "unknown key"),
+        (BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 50}\n', "only 8 examples"),
+        (BASE.replace("multiple_choice", "generate_until") + 'doc_to_choice: ["no", "yes"]\n', "must be 'multiple_choice'"),
+    ],
+)
+def test_malformed_tasks_give_clear_errors(tmp_path, body, message):
+    path = _write_task(tmp_path, body)
+    with pytest.raises(TaskError, match=message):
+        load_task(TaskSource.from_path(path))
+
+
+def test_local_data_override(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(6)))
+    (tmp_path / "eval.csv").write_text("text,label\nfirst,0\nsecond,1\n")
+    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 2}\n')
+    task = load_task(TaskSource.from_path(path), data=f"{tmp_path / 'train.csv'},{tmp_path / 'eval.csv'}")
+    assert sorted(e.text for e in task.eval_examples) == ["Text: first Label:", "Text: second Label:"]
+    with pytest.raises(TaskError, match="no such file"):
+        load_task(TaskSource.from_path(path), data="missing.csv,other.csv")
+
+
+def test_hub_dataset_offline_is_unavailable_not_a_crash():
+    with pytest.raises(TaskUnavailable, match="--icl-data"):
+        load_task(TaskSource.from_path(ROOT / "tasks" / "paper" / "cb.yaml"))
