@@ -141,20 +141,30 @@ def score_setting(
             batch_cache.batch_repeat_interleave(len(rows))
             mask = torch.cat([torch.ones(len(rows), len(prefix), dtype=mask.dtype, device=device), mask], dim=1)
             kwargs = {"past_key_values": batch_cache, "use_cache": True}
+        # Only the positions that predict a choice token need the vocabulary projection
+        # (Gemma 3's is 262k wide): ask the model for those logits alone.
+        needed = set()
+        for i, j in owners:
+            start = len(encoded.queries[i]) + offset - 1
+            needed.update(range(start, start + (1 if j is None else len(encoded.choices[i][j]))))
+        keep = sorted(needed)
+        column = {position: index for index, position in enumerate(keep)}
         with torch.no_grad(), capture.recording(
             capture_rows, capture_positions, queries="at_positions" if record_queries else "none"
         ) as record:
-            logits = model(input_ids=input_ids, attention_mask=mask, **kwargs).logits
+            logits = model(
+                input_ids=input_ids, attention_mask=mask, logits_to_keep=torch.tensor(keep, device=device), **kwargs
+            ).logits
         log_softmax = torch.log_softmax(logits.float(), dim=-1).cpu()
 
         for row, (i, j) in enumerate(owners):
             query_length = len(encoded.queries[i]) + offset
             if j is None:  # one row scores every single-token choice
                 ids = torch.tensor([c[0] for c in encoded.choices[i]])
-                logprobs[i, : len(ids)] = log_softmax[row, query_length - 1, ids]
+                logprobs[i, : len(ids)] = log_softmax[row, column[query_length - 1], ids]
             else:
                 ids = torch.tensor(encoded.choices[i][j])
-                steps = torch.arange(query_length - 1, query_length - 1 + len(ids))
+                steps = torch.tensor([column[query_length - 1 + t] for t in range(len(ids))])
                 logprobs[i, j] = log_softmax[row, steps, ids].sum()
 
         layers = range(capture.num_layers)
