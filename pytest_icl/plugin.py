@@ -34,6 +34,10 @@ _OPTIONS = (
     ("--icl-report", "icl_report", "str", "write results.json and results.csv to this folder"),
     ("--icl-data", "icl_data", "list", "TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE: run TASK on local jsonl/csv/parquet files"),
     ("--icl-threshold", "icl_thresholds", "list", "PROPERTY=MARGIN: required margin of a property over its control"),
+    ("--icl-baseline", "icl_baseline", "str", "compare each task × model with its row in this JSON file: test_icl[model-task-baseline] fails on a regression"),
+    ("--icl-baseline-update", "icl_baseline_update", "flag", "write/refresh the --icl-baseline file with this run's rows instead of comparing"),
+    ("--icl-baseline-model", "icl_baseline_model", "str", "compare with the stored rows of this model (NAME or NAME:DTYPE) instead of the same model's"),
+    ("--icl-tolerance", "icl_tolerances", "list", "METRIC=VALUE: absolute tolerance of a metric in baseline comparisons"),
 )
 
 
@@ -43,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         if kind == "list":
             group.addoption(flag, action="append", dest=dest, default=None, metavar="VALUE", help=help_text)
             parser.addini(dest, help_text, type="linelist", default=[])
+        elif kind == "flag":
+            group.addoption(flag, action="store_true", dest=dest, default=None, help=help_text)
+            parser.addini(dest, help_text, type="bool", default=False)
         else:
             group.addoption(flag, dest=dest, default=None, metavar=kind.upper(), help=help_text)
             parser.addini(dest, help_text, default="")
@@ -89,6 +96,22 @@ def _parse_options(config: pytest.Config) -> IclOptions:
     if position not in (None, "label", "prompt"):
         raise pytest.UsageError(f"--icl-position must be label or prompt, got {position!r}")
     report = _value(config, "icl_report")
+    baseline = _value(config, "icl_baseline")
+    baseline_update = bool(_value(config, "icl_baseline_update"))
+    baseline_model = _value(config, "icl_baseline_model")
+    if (baseline_update or baseline_model) and not baseline:
+        raise pytest.UsageError(f"--icl-baseline-{'update' if baseline_update else 'model'} needs --icl-baseline FILE")
+    if baseline_update and baseline_model:
+        raise pytest.UsageError("--icl-baseline-model compares with stored rows; it cannot be combined with --icl-baseline-update")
+    tolerances = {}
+    for entry in _value(config, "icl_tolerances") or []:
+        from pytest_icl.baseline import parse_tolerance
+
+        try:
+            name, tolerance = parse_tolerance(entry)
+        except ValueError as error:
+            raise pytest.UsageError(f"--icl-tolerance: {error}") from None
+        tolerances[name] = tolerance
     return IclOptions(
         models=tuple(_value(config, "icl_models") or [DEFAULT_MODEL]),
         tasks=tuple(_value(config, "icl_task_filter") or []),
@@ -103,6 +126,10 @@ def _parse_options(config: pytest.Config) -> IclOptions:
         data=data,
         thresholds=thresholds,
         batch_size=number("icl_batch_size", int) or 16,
+        baseline=Path(baseline).resolve() if baseline else None,
+        baseline_update=baseline_update,
+        baseline_model=baseline_model,
+        tolerances=tolerances,
     )
 
 
@@ -119,6 +146,14 @@ def pytest_configure(config: pytest.Config) -> None:
         session.model_specs()
     except ModelError as error:
         raise pytest.UsageError(str(error)) from None
+    if options.baseline is not None:
+        from pytest_icl.baseline import BaselineError, read_baseline
+
+        try:  # fail fast on a missing, corrupt or foreign file; with --icl-baseline-update it is read again at the end
+            baseline = read_baseline(options.baseline, missing_ok=options.baseline_update)
+        except BaselineError as error:
+            raise pytest.UsageError(str(error)) from None
+        session.baseline = None if options.baseline_update else baseline
     config.stash[SESSION] = session
     config.pluginmanager.register(ResultCollector(session), "icl-results")
 
@@ -161,14 +196,33 @@ def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
         pytest.fail(f"[{request.node.icl_case.pair}] {check.message}", pytrace=False)
 
 
+def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:
+    """Generated test: this task × model's metrics against the row stored in --icl-baseline."""
+    from pytest_icl.baseline import compare, tolerances_for
+
+    session = request.config.stash[SESSION]
+    try:
+        tolerances = tolerances_for(icl_analysis.task.settings.tolerances, session.options.tolerances)
+    except ValueError as error:
+        pytest.fail(f"{icl_analysis.task.name}: {error}", pytrace=False)
+    comparison = compare(icl_analysis.row, session.baseline, tolerances, against=session.options.baseline_model)
+    request.node.user_properties.append(("icl_baseline", comparison.to_dict()))
+    if not comparison.passed:
+        pytest.fail(comparison.message, pytrace=False)
+
+
 def _items_for(parent: pytest.Collector, source: TaskSource, session: IclSession):
     for spec in session.model_specs():
-        for name in PROPERTIES:
-            item = pytest.Function.from_parent(
-                parent, name=f"test_icl[{spec.id}-{source.name}-{name}]", callobj=_property_test
-            )
+        checks = [(name, _property_test) for name in PROPERTIES]
+        if session.baseline is not None:
+            checks.append(("baseline", _baseline_test))
+        for name, test in checks:
+            item = pytest.Function.from_parent(parent, name=f"test_icl[{spec.id}-{source.name}-{name}]", callobj=test)
             item.icl_case = IclCase(spec, source, name)
             item.add_marker("icl")
+            reason = (source.settings.get("expected_failures") or {}).get(name)
+            if reason:
+                item.add_marker(pytest.mark.xfail(reason=f"known not to hold: {reason}", strict=False))
             item.user_properties.append(("icl_property", {"pair": item.icl_case.pair, "property": name}))
             yield item
 
@@ -181,6 +235,9 @@ class TaskFile(pytest.File):
             source = TaskSource.from_path(self.path)
         except TaskError as error:
             raise self.CollectError(str(error)) from None
+        unknown = set(source.settings.get("expected_failures") or {}) - set(PROPERTIES)
+        if unknown:
+            raise self.CollectError(f"{self.path}: icl.expected_failures names unknown properties {sorted(unknown)}; known: {', '.join(PROPERTIES)}")
         yield from _items_for(self, source, self.config.stash[SESSION])
 
 
@@ -315,6 +372,12 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
 # ---- results
 
 
+def _outcome(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return "xpassed" if report.passed else "xfailed"
+    return report.outcome
+
+
 class ResultCollector:
     """Registered as a plugin: gathers result rows and property outcomes from test reports.
 
@@ -324,6 +387,9 @@ class ResultCollector:
 
     def __init__(self, session: IclSession):
         self.session = session
+        self.comparisons: dict[str, dict] = {}  # pair -> Comparison.to_dict(), from the baseline items
+        self.baseline_lines: list[tuple[str, bool]] = []  # (line, is_error) for the terminal summary
+        self.html: Path | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" and report.outcome == "passed":
@@ -332,7 +398,47 @@ class ResultCollector:
             if name == "icl_row":
                 self.session.add_row(value)
             elif name == "icl_property":
-                self.session.add_property_outcome(value["pair"], value["property"], report.outcome)
+                self.session.add_property_outcome(value["pair"], value["property"], _outcome(report))
+            elif name == "icl_baseline":
+                self.comparisons[value["pair"]] = value
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """On the controller: write the baseline (--icl-baseline-update) and the HTML report."""
+        if self.session.is_worker:
+            return
+        options = self.session.options
+        rows = self.session.finished_rows()
+        if options.baseline_update:
+            from pytest_icl.baseline import BaselineError, update_baseline
+
+            if exitstatus == pytest.ExitCode.INTERRUPTED:
+                self.baseline_lines.append((f"baseline: run interrupted, {options.baseline} not updated (left as it was)", True))
+            elif not rows:
+                self.baseline_lines.append((f"baseline: no finished task × model rows, {options.baseline} not updated", True))
+            else:
+                try:
+                    self.baseline_lines.append(("baseline: " + update_baseline(options.baseline, rows).line, False))
+                except (BaselineError, OSError) as error:
+                    self.baseline_lines.append((f"baseline: could not update, the previous file is unchanged: {error}", True))
+                    if session.exitstatus == pytest.ExitCode.OK:
+                        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        elif self.comparisons:
+            counts = {}
+            for comparison in self.comparisons.values():
+                counts[comparison["status"]] = counts.get(comparison["status"], 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            failed = any(status != "passed" for status in counts)
+            self.baseline_lines.append((f"baseline: {len(self.comparisons)} pair(s) compared with {options.baseline}: {summary}", failed))
+            from pytest_icl.baseline import notable_changes
+
+            for comparison in self.comparisons.values():
+                line = notable_changes(comparison)
+                if line:
+                    self.baseline_lines.append((f"  {line}", False))
+        if options.report is not None and rows:
+            from pytest_icl.html import write_html_report
+
+            self.html = write_html_report(options.report, rows, comparisons=self.comparisons, baseline=options.baseline)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         """The results table, one row per task × model."""
@@ -340,6 +446,8 @@ class ResultCollector:
             return
         rows = self.session.finished_rows()
         if not rows:
+            for line, is_error in self.baseline_lines:
+                terminalreporter.write_line(line, red=is_error, bold=is_error)
             return
         from pytest_icl.report import format_table
 
@@ -348,3 +456,7 @@ class ResultCollector:
             terminalreporter.write_line(line)
         if self.session.options.report is not None:
             terminalreporter.write_line(f"results: {self.session.options.report / 'results.json'} and results.csv")
+        if self.html is not None:
+            terminalreporter.write_line(f"report: {self.html}")
+        for line, is_error in self.baseline_lines:
+            terminalreporter.write_line(line, red=is_error, bold=is_error)

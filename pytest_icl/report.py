@@ -45,12 +45,17 @@ def row_key(row: dict[str, Any]) -> tuple:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: readers see old or new, never half."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """:func:`atomic_write_text` for bytes (PNG plots)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -123,7 +128,9 @@ def _verdict(properties: dict[str, str]) -> str:
         return "FAIL " + ",".join(failed)
     if all(outcome == "skipped" for outcome in properties.values()):
         return "skip"
-    return "pass"
+    known = [name for name, outcome in properties.items() if outcome == "xfailed"]
+    fixed = [name for name, outcome in properties.items() if outcome == "xpassed"]
+    return "pass" + (" xfail " + ",".join(known) if known else "") + (" XPASS " + ",".join(fixed) if fixed else "")
 
 
 TABLE_COLUMNS = (

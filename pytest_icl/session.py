@@ -40,6 +40,10 @@ class IclOptions:
     data: dict[str, str] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     batch_size: int = 16
+    baseline: Path | None = None  # --icl-baseline FILE
+    baseline_update: bool = False  # --icl-baseline-update: write FILE after the run instead of comparing
+    baseline_model: str | None = None  # --icl-baseline-model NAME: compare with NAME's stored rows
+    tolerances: dict[str, float] = field(default_factory=dict)  # --icl-tolerance METRIC=VALUE
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class IclSession:
         self._results: dict[tuple[str, str], IclResult | Exception] = {}
         self.rows: dict[tuple, dict[str, Any]] = {}
         self.property_outcomes: dict[str, dict[str, str]] = {}  # pair -> property -> outcome
+        self.baseline = None  # pytest_icl.baseline.Baseline, read at configure when comparing
 
     # ---- models and analyses
 

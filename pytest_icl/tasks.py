@@ -63,6 +63,10 @@ class TaskSettings:
     position: str = "label"  # "label" (official code: the appended first choice) | "prompt"
     thresholds: dict[str, float] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
+    tolerances: dict[str, float] = field(default_factory=dict)  # baseline comparison, see pytest_icl.baseline
+    # property -> why it is known not to hold (measured); its test is marked xfail, non-strict,
+    # so a model change that makes it hold shows up as XPASS instead of going unnoticed.
+    expected_failures: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any] | None, *, origin: str) -> TaskSettings:

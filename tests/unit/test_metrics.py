@@ -8,7 +8,6 @@ the module under test.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np

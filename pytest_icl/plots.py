@@ -1,0 +1,184 @@
+"""Per-layer PNG plots of one task × model row, and plots against a baseline row.
+
+matplotlib with the Agg backend (no display needed); imported only when a report is written.
+Every file is written atomically. File names come from :func:`slug` so they are safe on any
+file system and in relative ``<img src>`` paths.
+
+Per pair (``<slug>`` = ``<model>-<task>``):
+
+* ``<slug>-simaou.png``  — SimAOU with its official random and fair-random controls;
+* ``<slug>-simam.png``   — SimAM before and after FT, and SimAM∆;
+* ``<slug>-kendall.png`` — Kendall(ICL, FT) against Kendall(ICL, random);
+
+and when a baseline row was compared:
+
+* ``<slug>-baseline-layers.png``  — the per-layer curves of this run (solid) and the stored row
+  (dashed);
+* ``<slug>-baseline-metrics.png`` — every compared metric: the stored value with its interval,
+  the new value, coloured by verdict.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pytest_icl import report
+
+# The three per-layer figures: (file suffix, title, y label, [(metric, label, colour, style)]).
+LAYER_FIGURES = (
+    ("simaou", "SimAOU per layer", "cosine similarity of updates", (
+        ("simaou", "SimAOU (ICL vs FT)", "#1f77b4", "-"),
+        ("simaou_fair_random", "fair random FT update", "#ff7f0e", "--"),
+        ("simaou_random", "official random baseline", "#7f7f7f", ":"),
+    )),
+    ("simam", "SimAM per layer", "cosine similarity of attention maps", (
+        ("simam_after", "SimAM after (ICL vs FT)", "#2ca02c", "-"),
+        ("simam_before", "SimAM before (ICL vs ZSL)", "#7f7f7f", "--"),
+        ("simam_delta", "SimAM∆ (ICL−ZSL vs FT−ZSL)", "#9467bd", "-"),
+    )),
+    ("kendall", "Kendall per layer", "Kendall tau-b", (
+        ("kendall", "Kendall(ICL, FT)", "#d62728", "-"),
+        ("kendall_random", "Kendall(ICL, random)", "#7f7f7f", "--"),
+    )),
+)  # fmt: skip
+
+# Curves compared with the baseline: (panel title, [(metric, label, colour)]).
+BASELINE_PANELS = (
+    ("SimAOU", (("simaou", "SimAOU", "#1f77b4"),)),
+    ("SimAM", (("simam_after", "SimAM after", "#2ca02c"), ("simam_delta", "SimAM∆", "#9467bd"))),
+    ("Kendall", (("kendall", "Kendall(ICL, FT)", "#d62728"),)),
+)
+
+VERDICT_COLOURS = {"regressed": "#d62728", "undefined": "#d62728", "improved": "#2ca02c", "ok": "#1f77b4", "not stored": "#7f7f7f"}
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def slug(row: dict[str, Any]) -> str:
+    return _UNSAFE.sub("-", f"{row['model_id']}-{row['task']}").strip("-.") or "pair"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    report.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _curve(row: dict[str, Any], metric: str) -> list[float]:
+    return [math.nan if v is None else float(v) for v in (row.get("layers") or {}).get(metric) or []]
+
+
+def _x(length: int, relative: bool) -> list[float]:
+    if relative:
+        return [i / max(1, length - 1) for i in range(length)]
+    return list(range(length))
+
+
+def layer_plots(row: dict[str, Any], folder: Path) -> list[tuple[str, Path]]:
+    """The three per-layer figures of one row; returns (caption, path) for those it could draw."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    written = []
+    name = slug(row)
+    for suffix, title, ylabel, curves in LAYER_FIGURES:
+        present = [(m, label, colour, style) for m, label, colour, style in curves if _curve(row, m)]
+        if not present:
+            continue
+        fig, ax = plt.subplots(figsize=(4.1, 2.9))
+        for metric, label, colour, style in present:
+            values = _curve(row, metric)
+            overall = row["values"].get(metric)
+            shown = f"{label} = {overall:.3f}" if isinstance(overall, (int, float)) and not math.isnan(overall) else label
+            ax.plot(_x(len(values), False), values, style, color=colour, marker="o", markersize=3, label=shown)
+        ax.axhline(0, color="#cccccc", linewidth=0.8, zorder=0)
+        ax.set_title(f"{title}\n{row['model_id']} · {row['task']}", fontsize=10)
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        path = folder / f"{name}-{suffix}.png"
+        _save(fig, path)
+        written.append((title, path))
+    return written
+
+
+def baseline_plots(row: dict[str, Any], stored: dict[str, Any], diffs: list[dict[str, Any]], folder: Path) -> list[tuple[str, Path]]:
+    """This run against the stored row: per-layer curves, and every compared metric."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    name = slug(row)
+    written = []
+    label_new = f"this run ({row['model_id']}, {row.get('dtype')})"
+    label_old = f"baseline ({stored.get('model_id')}, {stored.get('dtype')})"
+
+    fig, axes = plt.subplots(1, len(BASELINE_PANELS), figsize=(4.1 * len(BASELINE_PANELS), 3.1), squeeze=False)
+    drew = False
+    for ax, (title, curves) in zip(axes[0], BASELINE_PANELS):
+        for metric, label, colour in curves:
+            new, old = _curve(row, metric), _curve(stored, metric)
+            relative = bool(new and old and len(new) != len(old))  # different depths: relative depth axis
+            if new:
+                ax.plot(_x(len(new), relative), new, "-", color=colour, marker="o", markersize=3, label=f"{label}: {label_new}")
+                drew = True
+            if old:
+                ax.plot(_x(len(old), relative), old, "--", color=colour, alpha=0.7, label=f"{label}: {label_old}")
+                drew = True
+            ax.set_xlabel("relative depth" if relative else "layer")
+            if not relative:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.axhline(0, color="#cccccc", linewidth=0.8, zorder=0)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    fig.suptitle(f"{row['model_id']} · {row['task']}: per layer, this run (solid) vs baseline (dashed)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    if drew:
+        path = folder / f"{name}-baseline-layers.png"
+        _save(fig, path)
+        written.append(("Per layer against the baseline", path))
+    else:
+        plt.close(fig)
+
+    shown = [d for d in diffs if not _nan(d.get("stored")) or not _nan(d.get("new"))]
+    if shown:
+        fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(shown) + 1.3))
+        for y, d in enumerate(reversed(shown)):
+            colour = VERDICT_COLOURS.get(d["verdict"], "#1f77b4")
+            interval = d.get("stored_interval")
+            if interval:
+                ax.plot(interval, [y, y], "-", color="#999999", linewidth=5, alpha=0.5, solid_capstyle="butt")
+            if not _nan(d["stored"]):
+                ax.plot([d["stored"]], [y], "|", color="#333333", markersize=14, markeredgewidth=2)
+            if not _nan(d["new"]):
+                ax.plot([d["new"]], [y], "o", color=colour, markersize=7)
+            ax.text(1.02, y, d["verdict"], transform=ax.get_yaxis_transform(), va="center", fontsize=8, color=colour)
+        ax.set_yticks(range(len(shown)))
+        ax.set_yticklabels([d["metric"] for d in reversed(shown)], fontsize=8)
+        ax.set_xlabel("value (grey bar: stored 95% interval, | stored value, ● this run)")
+        ax.set_title(f"{row['model_id']} · {row['task']} against the baseline (higher is better)", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        path = folder / f"{name}-baseline-metrics.png"
+        _save(fig, path)
+        written.append(("Compared metrics", path))
+    return written
+
+
+def _nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

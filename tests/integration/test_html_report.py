@@ -1,0 +1,83 @@
+"""--icl-report's index.html and plots, from a real run compared with a (perturbed) baseline,
+and the page as headless Chromium renders it from disk (skipped when Chromium is absent)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_baseline import MODEL_ID, TASK, Stored, shifted, stored  # noqa: F401 (stored is a fixture)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+PAIR = f"{MODEL_ID}-{TASK}"
+
+
+@dataclass
+class Report:
+    folder: Path
+    result: pytest.RunResult
+
+
+@pytest.fixture(scope="module")
+def report(stored: Stored) -> Report:  # noqa: F811
+    """A compare run with --icl-report against a baseline whose SimAOU was 0.3 higher."""
+    path = stored.project.copy(stored.path, "html-baseline.json", shifted("simaou", by=0.3))
+    result = stored.project.run(f"--icl-baseline={path}", "--icl-report=html-report")
+    return Report(stored.project.folder / "html-report", result)
+
+
+def test_the_report_folder_holds_the_page_plots_and_results(report: Report):
+    report.result.stdout.fnmatch_lines([f"report: {report.folder / 'index.html'}"])
+    names = sorted(p.name for p in (report.folder / "plots").iterdir())
+    assert names == sorted(
+        f"{PAIR}-{kind}.png" for kind in ("simaou", "simam", "kendall", "baseline-layers", "baseline-metrics")
+    )
+    for name in names:
+        assert (report.folder / "plots" / name).read_bytes().startswith(PNG)
+    assert not list(report.folder.rglob("*.tmp"))
+    (row,) = json.loads((report.folder / "results.json").read_text())["rows"]
+    assert row["properties"]["baseline"] == "failed"
+
+
+def test_the_page_links_its_plots_relatively_and_shows_the_comparison(report: Report):
+    page = (report.folder / "index.html").read_text(encoding="utf-8")
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sorted(sources) == sorted(f"plots/{p.name}" for p in (report.folder / "plots").iterdir())
+    assert "http://" not in page and "https://" not in page
+    assert '<span class="badge regressed" title="regressed">regressed</span>' in page
+    simaou_line = next(line for line in page.splitlines() if line.startswith("<tr") and "<td>simaou</td>" in line)
+    assert 'class="bad"' in simaou_line and "lower" in simaou_line
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--virtual-time-budget=5000",
+]  # fmt: skip
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+def test_chromium_renders_the_page_from_disk_with_every_plot(report: Report, tmp_path: Path):
+    # Moved elsewhere, the folder still works: nothing in it points outside it.
+    moved = shutil.copytree(report.folder, tmp_path / "moved")
+    url = (moved / "index.html").as_uri()
+    dom = subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False
+    )  # fmt: skip
+    assert 'data-images="ok"' in dom.stdout, dom.stderr[-2000:]
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--screenshot={screenshot}", "--window-size=1400,1800", url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    data = screenshot.read_bytes()
+    assert data.startswith(PNG) and len(data) > 50_000  # a blank page is a few kB

@@ -1,0 +1,68 @@
+"""``--icl-data TASK=TRAIN,EVAL`` (or ``TASK=DIR``) runs a task on local jsonl/csv files instead of its dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tests.integration.icl_project import PAIRS, write_jsonl
+
+
+def rows(pairs):
+    """Columns that fit jsonl and csv alike: the choices are two plain string columns."""
+    return [{"word": w, "a": a, "b": w, "label": 0} if i % 2 else {"word": w, "a": w, "b": a, "label": 1} for i, (w, a) in enumerate(pairs)]
+
+
+def write_csv(path, table):
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    return path
+
+
+@pytest.fixture
+def hub_tasks(project):
+    """Tasks whose own dataset is on the hub (so unavailable offline): only --icl-data can run them."""
+    for name in ("fromjsonl", "fromcsv", "fromdir"):
+        project.task(name, dataset_path="no-such-org/antonyms", dataset_kwargs=None, doc_to_choice="{{[a, b]}}")
+    data = project.path / "data"
+    write_jsonl(data / "train.jsonl", rows(PAIRS[:8]))
+    write_jsonl(data / "test.jsonl", rows(PAIRS[8:13]))  # 5 eval rows, fewer than --icl-limit 6
+    data.joinpath("csv").mkdir()
+    write_csv(data / "csv" / "train.csv", rows(PAIRS[:8]))
+    write_csv(data / "csv" / "test.csv", rows(PAIRS[8:11]))  # 3 eval rows
+    write_jsonl(data / "folder" / "train.jsonl", rows(PAIRS[:8]))
+    write_jsonl(data / "folder" / "validation.jsonl", rows(PAIRS[8:12]))  # 4 eval rows
+    return project
+
+
+def test_tasks_run_on_local_jsonl_csv_and_folder(hub_tasks):
+    result = hub_tasks.run(
+        "--icl-data", "fromjsonl=data/train.jsonl,data/test.jsonl",
+        "--icl-data", "fromcsv=data/csv/train.csv,data/csv/test.csv",
+        "--icl-data", "fromdir=data/folder",
+        "--icl-threshold", "accuracy=-1", "-k", "accuracy", "--icl-report", "out",
+    )  # fmt: skip
+
+    result.assert_outcomes(passed=3, deselected=12)
+    report = json.loads((hub_tasks.path / "out" / "results.json").read_text())
+    assert {row["task"]: row["eval"] for row in report["rows"]} == {"fromjsonl": 5, "fromcsv": 3, "fromdir": 4}
+    assert all(row["shots"] == 4 for row in report["rows"])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("fromjsonl=data/train.jsonl,data/missing.jsonl", "--icl-data: no such file */data/missing.jsonl"),
+        ("fromjsonl=data/train.jsonl,data/csv/test.csv", "*--icl-data files must both be .jsonl, .json, .csv or .parquet, got ['train.jsonl', 'test.csv']"),
+    ],
+    ids=["missing-file", "mixed-formats"],
+)
+def test_bad_local_data_fails_naming_the_file(hub_tasks, data, message):
+    result = hub_tasks.run("--icl-data", data, "-k", "fromjsonl and accuracy")
+
+    result.assert_outcomes(errors=1, deselected=14)
+    result.stdout.fnmatch_lines([message.replace("[", "[[]")])
