@@ -15,7 +15,7 @@ import pytest
 from pytest_icl.models import DEFAULT_MODEL, ModelError
 from pytest_icl.properties import PROPERTIES, margins_for, parse_margin
 from pytest_icl.session import IclCase, IclOptions, IclSession
-from pytest_icl.tasks import TaskError, TaskSource, TaskUnavailable, is_task_file
+from pytest_icl.tasks import TaskError, TaskSettings, TaskSource, TaskUnavailable, is_task_file
 
 SESSION = pytest.StashKey[IclSession]()
 
@@ -63,6 +63,19 @@ def _value(config: pytest.Config, dest: str):
     return value if value not in ("", []) else None
 
 
+def _named_numbers(config: pytest.Config, dest: str, parse) -> dict[str, float]:
+    """Repeated ``NAME=VALUE`` options (``--icl-threshold``, ``--icl-tolerance``)."""
+    flag = next(f for f, d, *_ in _OPTIONS if d == dest)
+    found = {}
+    for entry in _value(config, dest) or []:
+        try:
+            name, number = parse(entry)
+        except ValueError as error:
+            raise pytest.UsageError(f"{flag}: {error}") from None
+        found[name] = number
+    return found
+
+
 def _parse_options(config: pytest.Config) -> IclOptions:
     def number(dest, kind):
         value = _value(config, dest)
@@ -79,13 +92,7 @@ def _parse_options(config: pytest.Config) -> IclOptions:
         if not sep or not task or not path:
             raise pytest.UsageError(f"--icl-data expects TASK=PATH, got {entry!r}")
         data[task] = path
-    thresholds = {}
-    for entry in _value(config, "icl_thresholds") or []:
-        try:
-            name, margin = parse_margin(entry)
-        except ValueError as error:
-            raise pytest.UsageError(f"--icl-threshold: {error}") from None
-        thresholds[name] = margin
+    thresholds = _named_numbers(config, "icl_thresholds", parse_margin)
     device = _value(config, "icl_device") or "auto"
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise pytest.UsageError(f"--icl-device must be auto, cpu or cuda, got {device!r}")
@@ -103,15 +110,9 @@ def _parse_options(config: pytest.Config) -> IclOptions:
         raise pytest.UsageError(f"--icl-baseline-{'update' if baseline_update else 'model'} needs --icl-baseline FILE")
     if baseline_update and baseline_model:
         raise pytest.UsageError("--icl-baseline-model compares with stored rows; it cannot be combined with --icl-baseline-update")
-    tolerances = {}
-    for entry in _value(config, "icl_tolerances") or []:
-        from pytest_icl.baseline import parse_tolerance
+    from pytest_icl.baseline import parse_tolerance
 
-        try:
-            name, tolerance = parse_tolerance(entry)
-        except ValueError as error:
-            raise pytest.UsageError(f"--icl-tolerance: {error}") from None
-        tolerances[name] = tolerance
+    tolerances = _named_numbers(config, "icl_tolerances", parse_tolerance)
     return IclOptions(
         models=tuple(_value(config, "icl_models") or [DEFAULT_MODEL]),
         tasks=tuple(_value(config, "icl_task_filter") or []),
@@ -143,9 +144,16 @@ def pytest_configure(config: pytest.Config) -> None:
     options = _parse_options(config)
     session = IclSession(options, is_worker=hasattr(config, "workerinput"))
     try:
-        session.model_specs()
+        specs = session.model_specs()
     except ModelError as error:
         raise pytest.UsageError(str(error)) from None
+    ids = [spec.id for spec in specs]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise pytest.UsageError(
+            f"--icl-model: more than one model has the test id {', '.join(repeated)}; each model must be named once, "
+            "and two folders of the same name must be renamed (the id is the folder or file name)"
+        )
     if options.baseline is not None:
         from pytest_icl.baseline import BaselineError, read_baseline
 
@@ -162,6 +170,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION, None)
     if session is not None:
         session.close()
+
+
+def _fail(message: str) -> None:
+    """``pytest.fail`` that does not also print the exception being handled (one message, no chain)."""
+    error = pytest.fail.Exception(message, pytrace=False)
+    error.__suppress_context__ = True
+    raise error
+
+
+def _skip(message: str) -> None:
+    error = pytest.skip.Exception(message)
+    error.__suppress_context__ = True
+    raise error
 
 
 # ---- collection
@@ -185,15 +206,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
     """Generated test: one property of one task × model analysis."""
-    session = request.config.stash[SESSION]
-    name = request.node.icl_case.property_name
-    try:
-        margin = margins_for(icl_analysis.task.settings.thresholds, session.options.thresholds)[name]
-    except ValueError as error:
-        pytest.fail(f"{icl_analysis.task.name}: {error}", pytrace=False)
-    check = icl_analysis.check(name, margin)
+    check = icl_analysis.check(request.node.icl_case.property_name)  # margins: defaults < task < CLI
     if not check.passed:
-        pytest.fail(f"[{request.node.icl_case.pair}] {check.message}", pytrace=False)
+        _fail(f"[{request.node.icl_case.pair}] {check.message}")
 
 
 def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:
@@ -204,11 +219,18 @@ def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:
     try:
         tolerances = tolerances_for(icl_analysis.task.settings.tolerances, session.options.tolerances)
     except ValueError as error:
-        pytest.fail(f"{icl_analysis.task.name}: {error}", pytrace=False)
+        _fail(f"{icl_analysis.task.name}: {error}")
     comparison = compare(icl_analysis.row, session.baseline, tolerances, against=session.options.baseline_model)
     request.node.user_properties.append(("icl_baseline", comparison.to_dict()))
     if not comparison.passed:
-        pytest.fail(comparison.message, pytrace=False)
+        _fail(comparison.message)
+
+
+class IclItem(pytest.Function):
+    """A generated property test; reported under its task file and its own name."""
+
+    def reportinfo(self):
+        return self.path, None, self.name
 
 
 def _items_for(parent: pytest.Collector, source: TaskSource, session: IclSession):
@@ -217,7 +239,7 @@ def _items_for(parent: pytest.Collector, source: TaskSource, session: IclSession
         if session.baseline is not None:
             checks.append(("baseline", _baseline_test))
         for name, test in checks:
-            item = pytest.Function.from_parent(parent, name=f"test_icl[{spec.id}-{source.name}-{name}]", callobj=test)
+            item = IclItem.from_parent(parent, name=f"test_icl[{spec.id}-{source.name}-{name}]", callobj=test)
             item.icl_case = IclCase(spec, source, name)
             item.add_marker("icl")
             reason = (source.settings.get("expected_failures") or {}).get(name)
@@ -235,7 +257,12 @@ class TaskFile(pytest.File):
             source = TaskSource.from_path(self.path)
         except TaskError as error:
             raise self.CollectError(str(error)) from None
-        unknown = set(source.settings.get("expected_failures") or {}) - set(PROPERTIES)
+        try:
+            settings = TaskSettings.from_mapping(source.settings, origin=str(self.path))
+            margins_for(settings.thresholds, {})
+        except (TaskError, ValueError) as error:
+            raise self.CollectError(f"{self.path}: {error}" if str(self.path) not in str(error) else str(error)) from None
+        unknown = set(settings.expected_failures) - set(PROPERTIES)
         if unknown:
             raise self.CollectError(f"{self.path}: icl.expected_failures names unknown properties {sorted(unknown)}; known: {', '.join(PROPERTIES)}")
         yield from _items_for(self, source, self.config.stash[SESSION])
@@ -319,7 +346,10 @@ def icl_model_spec(request: pytest.FixtureRequest):
     """The model under test (a :class:`pytest_icl.models.ModelSpec`)."""
     if hasattr(request, "param"):
         return request.param
-    return request.node.icl_case.model
+    case = getattr(request.node, "icl_case", None)
+    if case is None:
+        _fail(_NEEDS_TASK)
+    return case.model
 
 
 @pytest.fixture
@@ -328,7 +358,10 @@ def icl_model(icl_session: IclSession, icl_model_spec):
     try:
         return icl_session.pool.get(icl_model_spec)
     except ModelError as error:
-        pytest.fail(str(error), pytrace=False)
+        _fail(str(error))
+
+
+_NEEDS_TASK = "icl_analysis needs @pytest.mark.icl_task(TASK): an lm-eval name, a YAML path or a config dict"
 
 
 def _task_of(request: pytest.FixtureRequest) -> TaskSource:
@@ -337,7 +370,7 @@ def _task_of(request: pytest.FixtureRequest) -> TaskSource:
         return case.task
     marker = request.node.get_closest_marker("icl_task")
     if marker is None or len(marker.args) != 1:
-        pytest.fail("icl_analysis needs @pytest.mark.icl_task(TASK): an lm-eval name, a YAML path or a config dict", pytrace=False)
+        _fail(_NEEDS_TASK)
     task = marker.args[0]
     if isinstance(task, dict):
         return TaskSource.inline(task)
@@ -361,10 +394,10 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
     except TaskUnavailable as error:
         named = getattr(request.node, "icl_case", None) is None or case.task.name in icl_session.options.tasks
         if named:
-            pytest.fail(str(error), pytrace=False)
-        pytest.skip(str(error))
+            _fail(str(error))
+        _skip(str(error))
     except (TaskError, ModelError) as error:
-        pytest.fail(str(error), pytrace=False)
+        _fail(str(error))
     request.node.user_properties.append(("icl_row", result.row))
     return result
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_icl import report
 from pytest_icl.models import DEFAULT_MODEL, ModelError, ModelSpec, resolve_model
+from pytest_icl.properties import margins_for
 from pytest_icl.tasks import TaskError, TaskSource
 
 if TYPE_CHECKING:
@@ -71,12 +72,13 @@ class IclResult:
     counts: dict[str, int]
     records: Records
     row: dict[str, Any]
+    margins: dict[str, float]  # defaults < the task's icl.thresholds < --icl-threshold
 
     def check(self, name: str, margin: float | None = None):
         """Check one property (``accuracy``, ``rec2ftp``, ``simaou``, ``simam``, ``kendall``)."""
-        from pytest_icl.properties import DEFAULT_MARGINS, check_property
+        from pytest_icl.properties import check_property
 
-        return check_property(name, self.values, self.intervals, margin=DEFAULT_MARGINS[name] if margin is None else margin)
+        return check_property(name, self.values, self.intervals, margin=self.margins[name] if margin is None else margin)
 
 
 class ModelPool:
@@ -149,6 +151,10 @@ class IclSession:
             case.task, shots=o.shots, seed=o.seed, lr=o.lr, position=o.position, limit=o.limit,
             data=o.data.get(case.task.name),
         )
+        try:
+            margins = margins_for(task.settings.thresholds, o.thresholds)
+        except ValueError as error:
+            raise TaskError(f"{case.task.origin}: {error}") from None
         lm = self.pool.get(case.model)
         bars = _ProgressBars()
         try:
@@ -162,6 +168,7 @@ class IclSession:
         return IclResult(
             task=task, model_id=case.model.id, values=analysis.values, intervals=analysis.intervals,
             layers=analysis.layers, counts=analysis.counts, records=records, row=self._row(task, lm, analysis),
+            margins=margins,
         )
 
     def _row(self, task: IclTask, lm: LoadedModel, analysis: Analysis) -> dict[str, Any]:
@@ -205,7 +212,9 @@ class IclSession:
 
     def finished_rows(self) -> list[dict[str, Any]]:
         rows = []
-        for row in self.rows.values():
+        order = {name: index for index, name in enumerate(self.options.models)}
+        # Sorted, so the table and files read the same with and without xdist (rows arrive as workers finish).
+        for row in sorted(self.rows.values(), key=lambda r: (order.get(r["model"], len(order)), r["model_id"], r["task"])):
             pair = f"{row['model_id']}-{row['task']}"
             rows.append({**row, "properties": dict(self.property_outcomes.get(pair, {}))})
         return rows

@@ -346,6 +346,10 @@ def _shuffled(docs, seed: int) -> list:
 
 
 def _hash(config: dict[str, Any], demonstrations, eval_examples) -> str:
+    # Data file paths are left out: where a checkout lives must not change the hash (a baseline
+    # committed on one machine must match on another); the data is in the hash as the examples.
+    kwargs = {k: v for k, v in (config.get("dataset_kwargs") or {}).items() if k not in ("data_files", "data_dir")}
+    config = {**config, "dataset_kwargs": kwargs}
     payload = json.dumps(
         {
             "config": {k: v for k, v in config.items() if k != "custom_dataset"},

@@ -72,11 +72,6 @@ def test_serial_run_executes_one_model_after_the_other(serial_run):
     assert models == [SUITE_MODELS[0]] * 10 + [SUITE_MODELS[1]] * 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: two model folders with the same name get the same id, so their items share node ids "
-    "and IclSession.result() (keyed by model id) reuses the first model's analysis for the second",
-)
 def test_two_models_with_the_same_folder_name_are_refused(project, tiny_gpt2, tmp_path):
     project.task()
     twin = shutil.copytree(tiny_gpt2, tmp_path / "elsewhere" / tiny_gpt2.name)  # e.g. a finetuned copy

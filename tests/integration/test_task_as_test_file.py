@@ -109,11 +109,6 @@ def test_example_runs_on_a_model(run, outcomes):
     assert run.stdout.str().count(": does not hold. ") >= failed  # each failure says which claim and why
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: without the marker, the icl_model_spec fixture raises AttributeError "
-    "('Function' object has no attribute 'icl_case') before icl_analysis can say what is missing",
-)
 def test_icl_analysis_without_a_task_marker_says_what_is_missing(project):
     project.pytester.makepyfile(test_user="def test_unmarked(icl_analysis):\n    pass\n")
 

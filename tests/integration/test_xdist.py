@@ -35,10 +35,5 @@ def test_same_experiments_as_a_serial_run(serial_run, xdist_run):
     assert xdist_run.result.ret == serial_run.result.ret == 1  # simam=2 fails in both
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: task_hash hashes the absolute data_files paths, so the same task in another folder "
-    "(the two suite runs use two project folders; or another checkout, or CI) gets another hash",
-)
 def test_task_hash_does_not_depend_on_where_the_project_lives(serial_run, xdist_run):
     assert [row["task_hash"] for row in rows(xdist_run)] == [row["task_hash"] for row in rows(serial_run)]

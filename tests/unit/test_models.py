@@ -171,12 +171,10 @@ def test_offline_hub_id_fails_fast_with_both_fixes(monkeypatch: pytest.MonkeyPat
 def test_unreachable_hub_is_detected_without_offline_variable(
     monkeypatch: pytest.MonkeyPatch, icl_cache: Path
 ) -> None:
-    import huggingface_hub.constants
-
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     # Port 9 on localhost is closed: the probe fails at once on any machine, online or not.
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://127.0.0.1:9")
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
     with pytest.raises(ModelError) as info:
         load_model(MISSING_HUB_ID, cache_root=icl_cache)
     message = str(info.value)
