@@ -3,8 +3,12 @@
     pytest benchmarks --benchmark-only -s
 
 Reports in ``extra_info``: seconds per stage; total time over the time of plain forward/backward
-passes over the same tokens (the cost of capture and bookkeeping); the prefix-reuse speed-up over
-re-encoding every prompt; peak resident memory over the fp32 weight size.
+passes over the same tokens (the cost of capture and bookkeeping); the prefix-reuse speed-up of
+the scoring stages over re-encoding every prompt; peak resident memory over the fp32 weight size.
+
+Measured on the 2-core CPU (SmolLM2, fp32, sentiment_blue_red, k=16, n=64): total 12.0 s
+(ZSL 2.5, ICL 3.8, FT steps 3.3, FT eval 2.1, metrics 0.4), 1.12x the plain passes; scoring
+8.4 s with prefix reuse vs 31.5 s re-encoded (3.8x); peak RSS 1.47 GiB = 2.9x the fp32 weights.
 """
 
 from __future__ import annotations
@@ -52,13 +56,22 @@ def _reset_peak_rss() -> None:
 
 
 def _plain_passes(model, encoded, batch_size=16) -> float:
-    """Forward (and FT backward) passes over the same tokens, with no capture and no bookkeeping."""
+    """The same token work with nothing recorded: the floor the engine's time is measured against.
+
+    Each setting's forwards (prefix once, then the batched queries against a copy of its cache,
+    logits only at each row's last position) and one forward/backward per demonstration for the
+    K/V gradients alone, through the model's own (SDPA) attention, without capture.
+    """
+    from pytest_icl.architectures import architecture_of
+
+    kv = [part.param for part in architecture_of(model).kv_parts(model)]
     start = time.perf_counter()
     with torch.no_grad():
         for prefix in (encoded.zsl_prefix, encoded.icl_prefix, encoded.zsl_prefix):
             cache = model(torch.tensor([list(prefix)]), use_cache=True).past_key_values if prefix else None
             for lo in range(0, len(encoded.queries), batch_size):
-                rows = [list(q) + list(c[0]) for q, cs in zip(encoded.queries[lo : lo + batch_size], encoded.choices[lo : lo + batch_size]) for c in ([cs[0]] if encoded.single_token else cs)]
+                queries, choices = encoded.queries[lo : lo + batch_size], encoded.choices[lo : lo + batch_size]
+                rows = [list(q) + list(c) for q, cs in zip(queries, choices) for c in ([cs[0]] if encoded.single_token else cs)]
                 width = max(map(len, rows))
                 ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
                 kwargs = {}
@@ -66,12 +79,15 @@ def _plain_passes(model, encoded, batch_size=16) -> float:
                     c = copy.deepcopy(cache)
                     c.batch_repeat_interleave(len(rows))
                     kwargs = {"past_key_values": c}
-                model(input_ids=ids, **kwargs)
+                model(input_ids=ids, logits_to_keep=1, **kwargs)
     for sequence in encoded.demo_sequences:
         ids = torch.tensor([list(sequence)])
-        model(input_ids=ids, labels=ids).loss.backward()
-    model.zero_grad(set_to_none=True)
+        torch.autograd.grad(model(input_ids=ids, labels=ids).loss, kv)
     return time.perf_counter() - start
+
+
+def _eval_seconds(timings: dict[str, float]) -> float:
+    return timings["zsl"] + timings["icl"] + timings["ft_eval"]
 
 
 def test_full_analysis(benchmark, smollm2, task):
@@ -90,17 +106,17 @@ def test_full_analysis(benchmark, smollm2, task):
     peak = _peak_rss_bytes()
     total = sum(records.timings.values())
     plain = _plain_passes(model, encoded)
-    start = time.perf_counter()
-    run_settings(model, tokenizer, task, reuse_prefix=False)
-    reencoded = time.perf_counter() - start
+    reencoded = run_settings(model, tokenizer, task, reuse_prefix=False).timings
     weights = sum(p.numel() * 4 for p in model.parameters())
     benchmark.extra_info.update(
         stages={k: round(v, 2) for k, v in records.timings.items()},
         total_s=round(total, 2),
         plain_passes_s=round(plain, 2),
         total_over_plain=round(total / plain, 2),
-        reencode_s=round(reencoded, 2),
-        prefix_reuse_speedup=round(reencoded / (total - records.timings["metrics"]), 2),
+        # Scoring only: FT's training steps are the same work with and without prefix reuse.
+        eval_s=round(_eval_seconds(records.timings), 2),
+        eval_reencoded_s=round(_eval_seconds(reencoded), 2),
+        prefix_reuse_speedup=round(_eval_seconds(reencoded) / _eval_seconds(records.timings), 2),
         peak_rss_gib=round(peak / 2**30, 2),
         peak_rss_over_fp32_weights=round(peak / weights, 2),
         accuracies={k: round(analysis.values[k], 3) for k in ("acc_zsl", "acc_icl", "acc_ft")},
