@@ -362,6 +362,19 @@ def _hash(config: dict[str, Any], demonstrations, eval_examples) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _eval_split(task, split: str | None, origin: str):
+    if split is None:
+        return task.eval_docs
+    if split != "validation":
+        raise TaskError(f"{origin}: unknown split {split!r}; give 'validation' or none (the task's eval split)")
+    if not task.has_validation_docs():
+        raise TaskError(
+            f"{origin}: no validation split to choose hyper-parameters on; add validation_split "
+            "(and its data file) to the task YAML"
+        )
+    return task.validation_docs()
+
+
 def load_task(
     source: TaskSource,
     *,
@@ -371,8 +384,13 @@ def load_task(
     position: str | None = None,
     limit: int | None = None,
     data: str | None = None,
+    split: str | None = None,
 ) -> IclTask:
-    """Build the task through lm-eval and freeze its demonstrations and eval examples."""
+    """Build the task through lm-eval and freeze its demonstrations and eval examples.
+
+    ``split="validation"`` scores the task's validation split instead of its eval split (test,
+    else validation): the split hyper-parameters are chosen on (``pytest_icl.tune``).
+    """
     settings = TaskSettings.from_mapping(source.settings, origin=source.origin)
     overrides = {k: v for k, v in dict(shots=shots, seed=seed, lr=lr, position=position).items() if v is not None}
     settings = TaskSettings.from_mapping({**vars(settings), **overrides}, origin=source.origin)
@@ -390,7 +408,7 @@ def load_task(
     if len(pool) < settings.shots:
         raise TaskError(f"{source.origin}: {settings.shots} shots asked, but the few-shot split has only {len(pool)} examples")
     demonstrations = tuple(_to_example(task, d, source.origin) for d in _shuffled(pool, settings.seed)[: settings.shots])
-    eval_docs = _shuffled(task.eval_docs, 1)
+    eval_docs = _shuffled(_eval_split(task, split, source.origin), 1)
     if limit is not None:
         eval_docs = eval_docs[:limit]
     if not eval_docs:

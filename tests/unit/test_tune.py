@@ -1,0 +1,102 @@
+"""Choosing the FT learning rate on the validation split (``python -m pytest_icl.tune``)."""
+
+from pathlib import Path
+
+import pytest
+
+from pytest_icl.tasks import TaskError, TaskSource, load_task
+from pytest_icl.tune import LrSweep, LrTrial, main, sweep_lr
+from tests.tiny_models import make_tiny_model, save_tiny_model
+
+TASK = """task: tiny_tune
+dataset_path: json
+dataset_kwargs: {data_files: {train: train.jsonl, validation: validation.jsonl, test: test.jsonl}}
+output_type: multiple_choice
+training_split: train
+validation_split: validation
+test_split: test
+fewshot_split: train
+doc_to_text: "Review: {{text}} Sentiment:"
+doc_to_target: label
+doc_to_choice: ["negative", "positive"]
+target_delimiter: " "
+fewshot_delimiter: "\\n\\n"
+icl: {shots: 4}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def task_path(tmp_path) -> Path:
+    folder = tmp_path / "tiny_tune"
+    folder.mkdir()
+    for split, words in (("train", "a good film"), ("validation", "the dull plot"), ("test", "one warm story")):
+        rows = "".join(f'{{"text": "{words} {i}", "label": {i % 2}}}\n' for i in range(6))
+        (folder / f"{split}.jsonl").write_text(rows)
+    path = folder / "tiny_tune.yaml"
+    path.write_text(TASK)
+    return path
+
+
+def test_validation_split_is_scored_instead_of_test(task_path):
+    task = load_task(TaskSource.from_path(task_path), split="validation")
+    assert {e.text.split()[2] for e in task.eval_examples} == {"dull"}
+    assert {e.text.split()[2] for e in load_task(TaskSource.from_path(task_path)).eval_examples} == {"warm"}
+
+
+def test_a_task_without_validation_split_says_so(task_path):
+    task_path.write_text(TASK.replace("validation_split: validation\n", ""))
+    with pytest.raises(TaskError, match="no validation split"):
+        load_task(TaskSource.from_path(task_path), split="validation")
+
+
+def test_lr_zero_leaves_zero_shot_predictions_and_a_real_lr_changes_them(task_path):
+    model, tokenizer = make_tiny_model("llama")
+    task = load_task(TaskSource.from_path(task_path), split="validation")
+    before = [p.detach().clone() for p in model.parameters()]
+
+    sweep = sweep_lr(model, tokenizer, task, [0.0, 50.0])
+
+    still, moved = sweep.trials
+    assert (still.lr, still.changed, still.acc_ft) == (0.0, 0, sweep.acc_zsl)
+    assert moved.changed > 0  # a huge step on a random model flips some answer
+    assert all((a == b).all() for a, b in zip(before, model.parameters()))  # restored after every lr
+    assert sweep.n == 6
+
+
+def _sweep(*trials) -> LrSweep:
+    return LrSweep("t", 10, 0.5, 0.9, tuple(LrTrial(*t) for t in trials))
+
+
+def test_best_is_the_most_accurate_and_ties_go_to_the_smallest_lr():
+    assert _sweep((1e-3, 0.6, 2, 0.5), (1e-2, 0.7, 5, 0.5), (3e-2, 0.7, 6, 0.6)).best.lr == 1e-2
+
+
+def test_best_passes_over_lrs_that_do_nothing_or_answer_one_class():
+    sweep = _sweep((1e-4, 0.8, 0, 0.5), (1e-3, 0.6, 3, 0.5), (3e-2, 0.9, 9, 1.0))
+    assert sweep.best.lr == 1e-3
+    lines = sweep.lines()
+    assert "(FT did nothing)" in lines[1] and "(one answer for everything)" in lines[3]
+    # If every lr is degenerate, the most accurate one is still reported.
+    assert _sweep((1e-4, 0.8, 0, 0.5), (3e-2, 0.9, 9, 1.0)).best.lr == 3e-2
+
+
+def test_command_line_prints_a_comment_block_for_the_yaml(task_path, tmp_path, capsys):
+    model = save_tiny_model("gpt2", tmp_path / "tiny-gpt2")
+    assert main([str(task_path), f"--model={model}", "--lr", "0", "1e-2", "--device=cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "# tiny_tune on validation, tiny-gpt2 float32, k=4 seed=1"
+    assert out[1].startswith("#   ZSL ") and "(6 examples)" in out[1]
+    assert [line.split(":")[0] for line in out[2:4]] == ["#   lr 0e+00", "#   lr 1e-02"]
+    assert out[-1].startswith("#   best: lr ")
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot read task file")
