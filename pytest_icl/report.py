@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """:func:`atomic_write_text` for bytes (PNG plots)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, mode)  # mkstemp makes the file private; a report is an ordinary file
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -62,6 +65,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a plain ``open(path, "w")`` would leave: the old file's, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _json_safe(value):

@@ -1,0 +1,50 @@
+"""Atomic report writes: old or new content, never half, and ordinary file permissions."""
+
+import os
+import stat
+
+import pytest
+
+from pytest_icl.report import atomic_write_bytes, atomic_write_text
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_file_gets_the_umask_permissions_not_mkstemps_private_ones(tmp_path, umask_022):
+    path = tmp_path / "out" / "results.json"
+    atomic_write_text(path, "{}\n")
+    assert path.read_text() == "{}\n"
+    assert _mode(path) == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]  # no temporary left
+
+
+def test_a_rewritten_file_keeps_its_permissions(tmp_path, umask_022):
+    path = tmp_path / "baseline.json"
+    path.write_text("old")
+    path.chmod(0o600)
+    atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert _mode(path) == 0o600
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "index.html"
+    path.write_text("old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
