@@ -179,6 +179,14 @@ def _fail(message: str) -> None:
     raise error
 
 
+class PropertyFailed(pytest.fail.Exception):
+    """A generated test's property does not hold.
+
+    The only failure a task's ``icl.expected_failures`` excuses (``xfail(raises=...)``): a task
+    that cannot be analysed at all still errors, instead of hiding behind an expected failure.
+    """
+
+
 def _skip(message: str) -> None:
     error = pytest.skip.Exception(message)
     error.__suppress_context__ = True
@@ -208,7 +216,7 @@ def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
     """Generated test: one property of one task × model analysis."""
     check = icl_analysis.check(request.node.icl_case.property_name)  # margins: defaults < task < CLI
     if not check.passed:
-        _fail(f"[{request.node.icl_case.pair}] {check.message}")
+        raise PropertyFailed(f"[{request.node.icl_case.pair}] {check.message}", pytrace=False)
 
 
 def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:
@@ -244,7 +252,7 @@ def _items_for(parent: pytest.Collector, source: TaskSource, session: IclSession
             item.add_marker("icl")
             reason = (source.settings.get("expected_failures") or {}).get(name)
             if reason:
-                item.add_marker(pytest.mark.xfail(reason=f"known not to hold: {reason}", strict=False))
+                item.add_marker(pytest.mark.xfail(reason=f"known not to hold: {reason}", strict=False, raises=PropertyFailed))
             item.user_properties.append(("icl_property", {"pair": item.icl_case.pair, "property": name}))
             yield item
 
