@@ -134,16 +134,19 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _verdict(properties: dict[str, str]) -> str:
+    """``pass``, ``FAIL <names>`` or ``skip``, then the expected failures and the ones that now hold."""
     if not properties:
         return "-"
-    if any(outcome == "failed" for outcome in properties.values()):
-        failed = [name for name, outcome in properties.items() if outcome == "failed"]
-        return "FAIL " + ",".join(failed)
-    if all(outcome == "skipped" for outcome in properties.values()):
-        return "skip"
+    failed = [name for name, outcome in properties.items() if outcome == "failed"]
+    if failed:
+        head = "FAIL " + ",".join(failed)
+    elif all(outcome == "skipped" for outcome in properties.values()):
+        head = "skip"
+    else:
+        head = "pass"
     known = [name for name, outcome in properties.items() if outcome == "xfailed"]
     fixed = [name for name, outcome in properties.items() if outcome == "xpassed"]
-    return "pass" + (" xfail " + ",".join(known) if known else "") + (" XPASS " + ",".join(fixed) if fixed else "")
+    return head + (" xfail " + ",".join(known) if known else "") + (" XPASS " + ",".join(fixed) if fixed else "")
 
 
 TABLE_COLUMNS = (

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from pytest_icl.report import atomic_write_bytes, atomic_write_text
+from pytest_icl.report import atomic_write_bytes, atomic_write_text, format_table
 
 
 @pytest.fixture
@@ -48,3 +48,25 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "verdict"),
+    [
+        ({"accuracy": "passed", "simam": "passed"}, "pass"),
+        ({"accuracy": "passed", "simam": "xfailed", "kendall": "xpassed"}, "pass xfail simam XPASS kendall"),
+        ({"accuracy": "failed", "rec2ftp": "failed", "simam": "xfailed"}, "FAIL accuracy,rec2ftp xfail simam"),
+        ({"accuracy": "skipped", "simam": "skipped"}, "skip"),
+        ({}, "-"),
+    ],
+    ids=["pass", "xfail-and-xpass", "fail-keeps-xfail", "skip", "nothing-ran"],
+)
+def test_the_result_column_names_failures_expected_failures_and_fixes(outcomes, verdict):
+    row = {
+        "model_id": "m", "task": "t", "shots": 4, "eval": 8, "properties": outcomes,
+        "values": dict.fromkeys(("acc_zsl", "acc_icl", "acc_ft", "rec2ftp", "rec2ftp_chance", "simaou",
+                                 "simaou_fair_random", "simam_before", "simam_after", "kendall", "kendall_random"), 0.5),
+    }  # fmt: skip
+    header, rule, line = format_table([row])
+    assert header.split()[-1] == "result" and set(rule) <= {"-", " "}
+    assert line.endswith(verdict)
