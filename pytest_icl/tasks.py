@@ -6,7 +6,8 @@ do and freezes them into a plain :class:`IclTask`.
 
 * Demonstrations: the first k of the few-shot pool shuffled with the task seed (spec §3), the
   same fixed list for every eval example, for ICL and for FT.
-* Eval examples: the eval split (test, else validation) shuffled with seed 1, first ``limit``.
+* Eval examples: the eval split (test, else validation) shuffled with seed 1, first ``limit``,
+  leaving out any whose prompt is also a demonstration's (its answer would be in the context).
 * Prompts: ``description + Σ(demo + fewshot_delimiter) + query``, which is what lm-eval's
   ``fewshot_context`` renders (a test checks it against lm-eval).
 
@@ -27,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,10 @@ class TaskError(Exception):
 
 class TaskUnavailable(TaskError):
     """The task's data cannot be had (offline, not downloaded)."""
+
+
+class TaskWarning(UserWarning):
+    """Something about a task that the run works around, and the user should know."""
 
 
 @dataclass(frozen=True)
@@ -375,6 +381,36 @@ def _eval_split(task, split: str | None, origin: str):
     return task.validation_docs()
 
 
+def _eval_examples(task, docs, demonstrations, limit: int | None, origin: str) -> tuple[Example, ...]:
+    """The first ``limit`` eval examples that are not demonstrations.
+
+    An eval example whose prompt is also a demonstration's would have its answer in the ICL
+    context (a leak: lm-eval #4145), and FT would have trained on it. It is left out with a
+    warning, so ``limit`` still counts clean examples; real datasets do repeat sentences across
+    splits, and a local copy may point train and eval at the same file.
+    """
+    shown = {d.text for d in demonstrations}
+    examples, leaked = [], 0
+    for doc in docs:
+        if limit is not None and len(examples) == limit:
+            break
+        example = _to_example(task, doc, origin)
+        if example.text in shown:
+            leaked += 1
+        else:
+            examples.append(example)
+    if leaked:
+        warnings.warn(
+            TaskWarning(f"{origin}: left out {leaked} eval example(s) whose prompt is also a demonstration's"),
+            stacklevel=3,
+        )
+    if not examples:
+        raise TaskError(
+            f"{origin}: the eval split is empty" + (" once the examples that are also demonstrations are left out" if leaked else "")
+        )
+    return tuple(examples)
+
+
 def load_task(
     source: TaskSource,
     *,
@@ -408,12 +444,7 @@ def load_task(
     if len(pool) < settings.shots:
         raise TaskError(f"{source.origin}: {settings.shots} shots asked, but the few-shot split has only {len(pool)} examples")
     demonstrations = tuple(_to_example(task, d, source.origin) for d in _shuffled(pool, settings.seed)[: settings.shots])
-    eval_docs = _shuffled(_eval_split(task, split, source.origin), 1)
-    if limit is not None:
-        eval_docs = eval_docs[:limit]
-    if not eval_docs:
-        raise TaskError(f"{source.origin}: the eval split is empty")
-    eval_examples = tuple(_to_example(task, d, source.origin) for d in eval_docs)
+    eval_examples = _eval_examples(task, _shuffled(_eval_split(task, split, source.origin), 1), demonstrations, limit, source.origin)
     description = task.config.description or ""
     return IclTask(
         name=source.name,

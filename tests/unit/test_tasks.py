@@ -10,6 +10,7 @@ from pytest_icl.tasks import (
     TaskError,
     TaskSource,
     TaskUnavailable,
+    TaskWarning,
     _lm_eval_config,
     _build_lm_eval_task,
     _shuffled,
@@ -62,7 +63,7 @@ def test_icl_key_is_read_and_overridden():
     source = TaskSource.from_path(SENTIMENT)
     assert read_task_header(SENTIMENT)["icl"]["shots"] == 16
     task = load_task(source, limit=3)
-    assert (task.settings.shots, task.settings.lr) == (16, 3.0e-2)
+    assert (task.settings.shots, task.settings.lr) == (16, 1.0e-2)
     assert task.settings.thresholds == {"accuracy": 0.15}
     overridden = load_task(source, shots=2, lr=0.5, position="prompt", limit=3)
     assert (overridden.settings.shots, overridden.settings.lr, overridden.settings.position) == (2, 0.5, "prompt")
@@ -143,3 +144,28 @@ def test_local_data_override(tmp_path):
 def test_hub_dataset_offline_is_unavailable_not_a_crash():
     with pytest.raises(TaskUnavailable, match="--icl-data"):
         load_task(TaskSource.from_path(ROOT / "tasks" / "paper" / "cb.yaml"))
+
+
+def test_eval_examples_that_are_demonstrations_are_left_out_with_a_warning(tmp_path):
+    rows = "".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(6))
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "eval.jsonl").write_text(rows + '{"text": "fresh", "label": 1}\n')
+    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 4}\n')
+    data = f"{tmp_path / 'train.jsonl'},{tmp_path / 'eval.jsonl'}"
+
+    with pytest.warns(TaskWarning, match="left out 4 eval example"):
+        task = load_task(TaskSource.from_path(path), data=data)
+    shown = {d.text for d in task.demonstrations}
+    assert len(shown) == 4 and not shown & {e.text for e in task.eval_examples}
+    assert len(task.eval_examples) == 3  # 2 train rows the demonstrations did not use, and "fresh"
+
+    with pytest.warns(TaskWarning):
+        assert len(load_task(TaskSource.from_path(path), data=data, limit=2).eval_examples) == 2  # limit counts clean ones
+
+
+def test_an_eval_split_made_only_of_demonstrations_is_an_error(tmp_path):
+    rows = "".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(4))
+    (tmp_path / "train.jsonl").write_text(rows)
+    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 4}\n')
+    with pytest.warns(TaskWarning), pytest.raises(TaskError, match="empty once the examples that are also demonstrations"):
+        load_task(TaskSource.from_path(path), data=f"{tmp_path / 'train.jsonl'},{tmp_path / 'train.jsonl'}")
