@@ -7,8 +7,9 @@ and V into one matrix, so one small table says, per ``model_type``:
 * where the decoder layers' attention modules are (``attention_modules``);
 * which entries of which parameters are the key and value projections (``kv_parts``);
 * how attention is computed: through transformers' attention-function registry
-  (``"registry"``: Llama, Gemma 3, Qwen2, GPT-2, OPT, GPT-NeoX) or through the module's own
-  ``_attn`` method (``"method"``: GPT-Neo, GPT-J), which capture wraps per instance.
+  (``"registry"``: Llama, Gemma 3, Qwen2, GPT-2, OPT, GPT-NeoX), through the module's own
+  ``_attn`` method (``"method"``: GPT-Neo, GPT-J), which capture wraps per instance, or inline in
+  the module's ``forward`` (``"hooks"``: XGLM), which capture reads through forward hooks.
 
 Adding an architecture is one entry in ``_ARCHITECTURES``.
 
@@ -53,7 +54,7 @@ class Architecture:
     layers: Callable[[nn.Module], list[nn.Module]]
     attention_of: Callable[[nn.Module], nn.Module]
     kv_parameter_names: tuple[str, ...]
-    attention_kind: Literal["registry", "method"]
+    attention_kind: Literal["registry", "method", "hooks"]
     fused_kv_mask: Callable[[nn.Module, str, torch.Tensor], torch.Tensor] | None = None
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
@@ -141,6 +142,8 @@ _ARCHITECTURES = {
         ),
         Architecture("gpt_neo", _decoder_layers("transformer.h"), _attr("attn.attention"), _KV, "method"),
         Architecture("gptj", _decoder_layers("transformer.h"), _attr("attn"), _KV, "method"),
+        # XGLM: the HF conversion of Dai et al.'s fairseq dense models (fairseq-dense-1.3B/2.7B).
+        Architecture("xglm", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "hooks"),
     )
 }
 _ARCHITECTURES["gemma3"] = _ARCHITECTURES["gemma3_text"]

@@ -13,7 +13,9 @@ from inside the attention computation. For architectures that call transformers'
 attention-function registry we register an attention implementation, ``"icl_capture"``, that
 runs the model's own eager attention and records on the side — no model code is patched. GPT-Neo
 and GPT-J compute attention in their own ``_attn`` method, which we wrap on each module instance
-(and unwrap on ``remove``).
+(and unwrap on ``remove``). XGLM (the paper's fairseq dense models) computes attention inline in
+its ``forward``: forward hooks on its query and key projections give the new tokens' queries and
+keys, and after the module ran, its layer of the key/value cache holds every key it attended to.
 
 Only the requested rows and positions are kept, never full hidden states, so a record costs
 O(layers × heads × keys) per eval example.
@@ -30,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -126,13 +129,20 @@ class AttentionCapture:
             module._icl_capture = self
             module._icl_layer = index
             self._handles.append(module.register_forward_hook(self._on_output))
-        if self.architecture.attention_kind == "registry":
+        kind = self.architecture.attention_kind
+        if kind == "registry":
             _register_capture_implementation()
             self._previous_implementation = model.config._attn_implementation
             model.set_attn_implementation(CAPTURE_IMPLEMENTATION)
-        else:
+        elif kind == "method":
             for module in self.modules:
                 module._attn = self._wrap_method(module, module._attn)
+        else:  # "hooks"
+            for module in self.modules:
+                for name in ("q_proj", "k_proj"):
+                    hook = functools.partial(self._on_projection, module, f"_icl_{name}")
+                    self._handles.append(getattr(module, name).register_forward_hook(hook))
+                self._handles.append(module.register_forward_hook(self._on_inline_attention, with_kwargs=True))
 
     # ---- public API
 
@@ -172,6 +182,8 @@ class AttentionCapture:
         for module in self.modules:
             del module._icl_capture
             del module._icl_layer
+            for name in ("_icl_q_proj", "_icl_k_proj"):
+                vars(module).pop(name, None)
             if "_attn" in vars(module):
                 del module._attn  # back to the class's own method
         if self._previous_implementation is not None:
@@ -214,6 +226,26 @@ class AttentionCapture:
             mask = attention_mask[rows, :, positions, : scores.shape[-1]]  # [R, 1 or H, S]
             scores = scores.masked_fill(~_visible(mask, mask.shape), 0.0)
         request.record.scores[layer] = scores.detach().cpu()
+
+    def _on_projection(self, module, name: str, projection, args, output) -> None:
+        if self._request is not None:
+            setattr(module, name, output)
+
+    def _on_inline_attention(self, module, args, kwargs, output) -> None:
+        """XGLM: rebuild what its inline attention multiplied, from the projections and the cache."""
+        if self._request is None:
+            return
+        batch, length, _ = module._icl_q_proj.shape
+        heads, head_dim = module.num_heads, module.head_dim
+        query = module._icl_q_proj.view(batch, length, heads, head_dim).transpose(1, 2)  # unscaled, like registry queries
+        cache = kwargs.get("past_key_values")
+        cache = getattr(cache, "self_attention_cache", cache)  # an EncoderDecoderCache wraps the one we want
+        if cache is not None and len(cache.layers) > module.layer_idx:
+            key = cache.layers[module.layer_idx].keys  # prefix keys + this forward's, already updated
+        else:
+            key = module._icl_k_proj.view(batch, length, -1, head_dim).transpose(1, 2)
+        del module._icl_q_proj, module._icl_k_proj  # keep no activations (or autograd graph) alive
+        self._on_attention(module, query, key, kwargs.get("attention_mask"), module.scaling)
 
     def _wrap_method(self, module, original):
         """Wrap GPT-Neo/GPT-J ``_attn(query, key, value, attention_mask)``."""

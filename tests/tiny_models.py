@@ -26,11 +26,13 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    XGLMConfig,
 )
 
-# gpt2/gpt_neo/llama/gemma3/qwen2 are the architectures the plugin must support;
-# gptj/opt/gpt_neox are there so adapters for them can be tested too.
-ARCHS: tuple[str, ...] = ("gpt2", "gpt_neo", "llama", "gemma3", "qwen2", "gptj", "opt", "gpt_neox")
+# gpt2/gpt_neo/llama/gemma3/qwen2 are the architectures the plugin must support; xglm is the HF
+# form of Dai et al.'s own fairseq dense models; gptj/opt/gpt_neox are there so adapters for
+# them can be tested too.
+ARCHS: tuple[str, ...] = ("gpt2", "gpt_neo", "llama", "gemma3", "qwen2", "xglm", "gptj", "opt", "gpt_neox")
 
 EOS = "<|endoftext|>"
 VOCAB_SIZE = 512
@@ -189,6 +191,12 @@ def _config(arch: str, vocab_size: int, eos_id: int):
             num_hidden_layers=2, num_attention_heads=4, hidden_size=32, intermediate_size=64,
             max_position_embeddings=MAX_POSITIONS, attention_dropout=0.0, hidden_dropout=0.0,
             classifier_dropout=0.0, **common,
+        )
+    if arch == "xglm":
+        # Attention computed inline in forward (no registry, no _attn): the "hooks" capture.
+        return XGLMConfig(
+            num_layers=2, attention_heads=4, d_model=32, ffn_dim=64, max_position_embeddings=MAX_POSITIONS,
+            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0, **common,
         )
     raise ValueError(f"unknown tiny arch {arch!r}; choose one of {', '.join(ARCHS)}")
 

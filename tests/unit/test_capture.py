@@ -65,8 +65,9 @@ def test_local_layers_record_only_their_window(arch, window, local_layer, global
     assert torch.all((record.scores[global_layer][0] != 0).sum(-1) == 12)  # the global layer sees every key
 
 
-def test_queries_at_positions_are_scaled_queries():
-    model, _ = make_tiny_model("llama")
+@pytest.mark.parametrize("arch", ["llama", "xglm"])  # registry and hooks capture
+def test_queries_at_positions_are_scaled_queries(arch):
+    model, _ = make_tiny_model(arch)
     attention = model.model.layers[0].self_attn
     ids = torch.arange(10, 20)[None]
     capture = AttentionCapture(model)
@@ -76,22 +77,37 @@ def test_queries_at_positions_are_scaled_queries():
         model(ids)
     capture.remove()
     q = record.queries[0][0]
-    assert q.shape == (attention.config.num_attention_heads * attention.head_dim,)
+    assert q.shape == (attention.q_proj.out_features,)
+    # scaled as the model scales it: q_proj(h) / sqrt(head_dim) (no rotary embedding in layer 0 of XGLM)
+    if arch == "xglm":
+        hidden = {}
+        handle = attention.register_forward_pre_hook(lambda m, args: hidden.setdefault("h", args[0]))
+        with torch.no_grad():
+            model(ids)
+            expected = attention.q_proj(hidden["h"][0, 9]) * attention.scaling
+        handle.remove()
+        torch.testing.assert_close(q, expected)
     # the query at position 9 is the last row of the every-token record
     torch.testing.assert_close(all_record.queries[0][9], q)
     # the head-summed score to key 0 equals q · k0 (q already scaled): cross-check with the record
     assert all_record.queries[0].shape[0] == 10
 
 
-def test_remove_restores_the_model():
-    model, _ = make_tiny_model("gpt_neo")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_remove_restores_the_model(arch):
+    model, _ = make_tiny_model(arch)
     ids = torch.arange(10, 22)[None]
     with torch.no_grad():
         before = model(ids).logits
+    implementation = model.config._attn_implementation
     capture = AttentionCapture(model)
+    with torch.no_grad(), capture.recording([0], [11], queries="at_positions"):
+        model(ids)
     capture.remove()
-    attention = model.transformer.h[0].attn.attention
-    assert "_attn" not in vars(attention) and not hasattr(attention, "_icl_capture")
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+        assert not [name for name in vars(module) if name.startswith("_icl") or name == "_attn"]
+    assert model.config._attn_implementation == implementation
     with torch.no_grad():
         assert torch.equal(model(ids).logits, before)
 

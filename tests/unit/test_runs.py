@@ -34,7 +34,7 @@ def _task(*, multi_token=False, shots=4, position="label", lr=0.1) -> IclTask:
     )
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neo", "gemma3", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neo", "gemma3", "qwen2", "xglm"])
 def test_prefix_cache_reuse_equals_reencoding(arch):
     model, tokenizer = make_tiny_model(arch)
     task = _task(multi_token=arch == "llama")
@@ -93,7 +93,7 @@ def test_runs_are_deterministic_bit_for_bit():
     assert all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "xglm"])
 def test_finetuning_changes_only_keys_and_values_and_restores_them(arch):
     model, tokenizer = make_tiny_model(arch)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
