@@ -59,6 +59,7 @@ class PropertyCheck:
     control: float
     margin: float
     interval: tuple[float, float] | None = None
+    support: int | None = None  # examples the metric averages over, where that is few (Rec2FTP's |D|)
 
     @property
     def passed(self) -> bool:
@@ -77,6 +78,8 @@ class PropertyCheck:
             head += f". {p.metric} is undefined" + (
                 ": FT fixed none of the zero-shot errors (try another --icl-lr or more shots)" if p.name == "rec2ftp" else ""
             )
+        elif self.support is not None:
+            head += f"; {p.metric} is over {self.support} example(s) ({_SUPPORT[p.name]})"
         return head
 
 
@@ -99,7 +102,15 @@ def margins_for(task_thresholds: dict[str, float], cli: dict[str, float]) -> dic
     return {**DEFAULT_MARGINS, **{k: float(v) for k, v in task_thresholds.items()}, **cli}
 
 
-def check_property(name: str, values: dict[str, float], intervals: dict | None = None, *, margin: float) -> PropertyCheck:
+# Where a metric is a ratio over a subset of the eval examples, the count that says how much to trust it.
+_SUPPORT = {"rec2ftp": "zero-shot wrong, FT right"}
+_SUPPORT_COUNT = {"rec2ftp": "ft_fixed"}
+
+
+def check_property(
+    name: str, values: dict[str, float], intervals: dict | None = None, *, margin: float, counts: dict[str, int] | None = None
+) -> PropertyCheck:
     p = PROPERTIES[name]
     interval = (intervals or {}).get(p.metric)
-    return PropertyCheck(p, values[p.metric], values[p.control], margin, tuple(interval) if interval else None)
+    support = (counts or {}).get(_SUPPORT_COUNT.get(name, ""))
+    return PropertyCheck(p, values[p.metric], values[p.control], margin, tuple(interval) if interval else None, support)

@@ -78,7 +78,9 @@ class IclResult:
         """Check one property (``accuracy``, ``rec2ftp``, ``simaou``, ``simam``, ``kendall``)."""
         from pytest_icl.properties import check_property
 
-        return check_property(name, self.values, self.intervals, margin=self.margins[name] if margin is None else margin)
+        return check_property(
+            name, self.values, self.intervals, margin=self.margins[name] if margin is None else margin, counts=self.counts
+        )
 
 
 class ModelPool:
