@@ -496,13 +496,31 @@ def _hub_snapshot(spec: ModelSpec) -> Path | None:
     return snapshot if snapshot.parent.name == "snapshots" else None
 
 
-def hub_reachable() -> bool:
-    """Whether the Hugging Face hub (or the HTTPS proxy) answers a TCP connect within ~2 s."""
-    return _can_connect(*_probe_target(), _PROBE_TIMEOUT_S)
+# Why pytest-icl itself switched the Hugging Face libraries offline, if it did: error messages
+# must not blame an HF_HUB_OFFLINE the user never set.
+_went_offline_because: str | None = None
+
+
+def go_offline_if_hub_unreachable() -> None:
+    """Make hub and dataset loading fail at once instead of retrying for ~23 s when the hub is unreachable.
+
+    Sets HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unless the user set either; huggingface_hub and
+    datasets read them at import, so this runs before they load.
+    """
+    global _went_offline_because
+    if "HF_HUB_OFFLINE" in os.environ or "HF_DATASETS_OFFLINE" in os.environ:
+        return
+    host, port = _probe_target()
+    if not _can_connect(host, port, _PROBE_TIMEOUT_S):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        _went_offline_because = f"cannot connect to {host}:{port} within {_PROBE_TIMEOUT_S:g} s"
 
 
 def _hub_unreachable_reason() -> str | None:
     """Why the hub cannot be used right now, or None if it looks reachable."""
+    if _went_offline_because is not None and os.environ.get("HF_HUB_OFFLINE") == "1":
+        return _went_offline_because
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE"):
             return f"{var}={os.environ[var]} is set"
@@ -515,7 +533,7 @@ def _hub_unreachable_reason() -> str | None:
 def _probe_target() -> tuple[str, int]:
     # Behind a proxy the hub itself is not directly reachable, but the proxy is what matters.
     # huggingface_hub is not imported here: it reads HF_HUB_OFFLINE once, at import, and the
-    # probe's answer may still set that variable (see tasks.prepare_offline_mode).
+    # probe's answer may still set that variable (see go_offline_if_hub_unreachable).
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     url = urlparse(proxy if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     default_port = 443 if url.scheme == "https" else 80

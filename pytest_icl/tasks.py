@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from pytest_icl.models import go_offline_if_hub_unreachable
+
 
 class TaskError(Exception):
     """A task definition or its data cannot be used; the message says what to do."""
@@ -186,20 +188,6 @@ def is_task_file(path: Path) -> bool:
 
 
 # ---- loading through lm-eval
-
-
-def prepare_offline_mode() -> None:
-    """Make dataset loading fail at once instead of retrying for ~23 s when the hub is unreachable.
-
-    datasets and huggingface_hub read these variables at import, so this runs before they load.
-    """
-    from pytest_icl.models import hub_reachable
-
-    if "HF_HUB_OFFLINE" in os.environ or "HF_DATASETS_OFFLINE" in os.environ:
-        return
-    if not hub_reachable():
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 def _absolute_data_files(config: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -430,7 +418,7 @@ def load_task(
     settings = TaskSettings.from_mapping(source.settings, origin=source.origin)
     overrides = {k: v for k, v in dict(shots=shots, seed=seed, lr=lr, position=position).items() if v is not None}
     settings = TaskSettings.from_mapping({**vars(settings), **overrides}, origin=source.origin)
-    prepare_offline_mode()
+    go_offline_if_hub_unreachable()  # before datasets is imported: it reads the variables at import
     config = _lm_eval_config(source, data)
     task = _build_lm_eval_task(copy.copy(config), source.origin)
     if task.OUTPUT_TYPE != "multiple_choice":

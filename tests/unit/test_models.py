@@ -182,6 +182,32 @@ def test_unreachable_hub_is_detected_without_offline_variable(
     assert f"hf download {MISSING_HUB_ID}" in message and "pass that folder's path" in message
 
 
+def test_going_offline_after_a_failed_probe_is_blamed_on_the_probe_not_the_user(
+    monkeypatch: pytest.MonkeyPatch, icl_cache: Path
+) -> None:
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(var, "")  # recorded, so the variables the probe sets are undone after the test
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # closed: the probe fails at once
+    monkeypatch.setattr(models, "_went_offline_because", None)
+
+    models.go_offline_if_hub_unreachable()  # what loading a task does first
+
+    assert models.os.environ["HF_HUB_OFFLINE"] == models.os.environ["HF_DATASETS_OFFLINE"] == "1"
+    with pytest.raises(ModelError) as info:
+        load_model(MISSING_HUB_ID, cache_root=icl_cache)
+    assert "the hub cannot be reached (cannot connect to 127.0.0.1:9 within 2 s)" in str(info.value)
+    assert "HF_HUB_OFFLINE=1 is set" not in str(info.value)
+
+
+def test_offline_variables_the_user_set_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    models.go_offline_if_hub_unreachable()
+    assert models.os.environ["HF_HUB_OFFLINE"] == "0" and "HF_DATASETS_OFFLINE" not in models.os.environ
+
+
 def test_hub_model_from_local_cache_reports_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, icl_cache: Path
 ) -> None:
