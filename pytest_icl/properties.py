@@ -79,7 +79,7 @@ class PropertyCheck:
                 ": FT fixed none of the zero-shot errors (try another --icl-lr or more shots)" if p.name == "rec2ftp" else ""
             )
         elif self.support is not None:
-            head += f"; {p.metric} is over {self.support} example(s) ({_SUPPORT[p.name]})"
+            head += f"; {p.metric} is over {self.support} example(s) ({_SUPPORT[p.name][1]})"
         return head
 
 
@@ -102,9 +102,9 @@ def margins_for(task_thresholds: dict[str, float], cli: dict[str, float]) -> dic
     return {**DEFAULT_MARGINS, **{k: float(v) for k, v in task_thresholds.items()}, **cli}
 
 
-# Where a metric is a ratio over a subset of the eval examples, the count that says how much to trust it.
-_SUPPORT = {"rec2ftp": "zero-shot wrong, FT right"}
-_SUPPORT_COUNT = {"rec2ftp": "ft_fixed"}
+# Where a metric is a ratio over a subset of the eval examples: the count (a key of the
+# analysis' counts) that says how much to trust it, and what that subset is.
+_SUPPORT = {"rec2ftp": ("ft_fixed", "zero-shot wrong, FT right")}
 
 
 def check_property(
@@ -112,5 +112,5 @@ def check_property(
 ) -> PropertyCheck:
     p = PROPERTIES[name]
     interval = (intervals or {}).get(p.metric)
-    support = (counts or {}).get(_SUPPORT_COUNT.get(name, ""))
+    support = (counts or {}).get(_SUPPORT[name][0]) if name in _SUPPORT else None
     return PropertyCheck(p, values[p.metric], values[p.control], margin, tuple(interval) if interval else None, support)
