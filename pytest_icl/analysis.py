@@ -17,10 +17,16 @@ Names of the numbers (the keys of :attr:`Analysis.values`, the columns of the re
 ``simam_zsl_ft``            cos(ZSL, FT): how far FT moved the maps
 ``simam_delta``             cos(ICL − ZSL, FT − ZSL) (Deutch's SimAM∆)
 ``kendall/kendall_random``  token-level Kendall tau-b, ICL vs FT and ICL vs random (§8.4)
+``kl_icl_ft/kl_icl_zsl``    KL(ICL ‖ FT) and KL(ICL ‖ ZSL) of the next-token distributions at the
+                            prompt's last token, in nats (Shen et al., §12.2): FT moves the
+                            output toward ICL's when the first is below the second
+``top10_icl_ft/_icl_zsl``   share of ICL's 10 most likely next tokens that are also FT's / ZSL's
 ==========================  ==================================================================
 
 Every similarity is averaged over eval examples per layer (``layers``), then over layers
-(``values``), as the paper reports. Intervals are percentile bootstrap intervals over eval
+(``values``), as the paper reports. The four output-distribution numbers exist only when the
+records carry next-token log-probabilities (``SettingRecord.next_logprobs``); they have no
+per-layer curve. Intervals are percentile bootstrap intervals over eval
 examples, all drawn with the same resampled rows.
 
 Departure from the official code: Kendall uses every eval example (the official script reads
@@ -33,7 +39,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_icl import metrics
+from pytest_icl import metrics, stats
 
 if TYPE_CHECKING:
     from pytest_icl.runs import Records
@@ -65,9 +71,10 @@ def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
         "kendall": metrics.kendall_per_example(icl.context_scores, records.ft_train_queries, ft.queries),
         "kendall_random": metrics.random_kendall_per_example(icl.context_scores, g),
     }
-    values = {name: metrics.overall(matrix) for name, matrix in per_example.items()}
-    intervals = {name: metrics.bootstrap_ci(matrix, n_boot=n_boot, seed=seed) for name, matrix in per_example.items()}
-    layers = {name: [float(v) for v in metrics.layer_curve(matrix)] for name, matrix in per_example.items()}
+    layers = {name: [float(v) for v in stats.layer_curve(matrix)] for name, matrix in per_example.items()}
+    per_example.update(_output_distributions(zsl, icl, ft))
+    values = {name: stats.overall(matrix) for name, matrix in per_example.items()}
+    intervals = {name: stats.bootstrap_ci(matrix, n_boot=n_boot, seed=seed) for name, matrix in per_example.items()}
 
     outcomes = {
         "acc_zsl": lambda idx: metrics.accuracy(zsl.correct[idx]),
@@ -81,7 +88,7 @@ def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
     everything = torch.arange(n)
     for name, statistic in outcomes.items():
         values[name] = statistic(everything)
-        intervals[name] = metrics.bootstrap_ci_fn(statistic, n, n_boot=n_boot, seed=seed)
+        intervals[name] = stats.bootstrap_ci_fn(statistic, n, n_boot=n_boot, seed=seed)
     for setting, record in (("zsl", zsl), ("icl", icl), ("ft", ft)):
         values[f"majority_{setting}"] = metrics.majority_fraction(record.predictions)
 
@@ -99,3 +106,19 @@ def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
     values = {k: (float(v) if v is not None else math.nan) for k, v in values.items()}
     intervals = {k: (float(lo), float(hi)) for k, (lo, hi) in intervals.items()}
     return Analysis(values=values, intervals=intervals, layers=layers, counts=counts, timings=dict(records.timings))
+
+
+def _output_distributions(zsl, icl, ft) -> dict:
+    """Per-example KL and top-10 overlap between next-token distributions, when all three have them."""
+    logps = [getattr(record, "next_logprobs", None) for record in (zsl, icl, ft)]
+    if any(logp is None for logp in logps):
+        return {}
+    zsl_logp, icl_logp, ft_logp = logps
+    k = min(10, icl_logp.shape[-1])
+    return {
+        "kl_icl_ft": stats.kl_divergence(icl_logp, ft_logp),
+        "kl_icl_zsl": stats.kl_divergence(icl_logp, zsl_logp),
+        "top10_icl_ft": stats.topk_overlap(icl_logp, ft_logp, k=k),
+        "top10_icl_zsl": stats.topk_overlap(icl_logp, zsl_logp, k=k),
+    }
+

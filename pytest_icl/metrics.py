@@ -13,7 +13,7 @@ Shapes (n eval examples, L layers, H heads, d hidden size, T eval-example tokens
 * ``*_correct``: bool ``[n]``.
 
 Per-example functions return ``[n, L]`` float64 tensors so that bootstrap intervals can resample
-rows; :func:`layer_curve` and :func:`overall` aggregate them the way the paper does (§8.5).
+rows; ``pytest_icl.stats`` aggregates them the way the paper does (§8.5) and gives the intervals.
 Everything is computed in float64: the inputs are often fp16/bf16 and the cosines of small
 updates are differences of nearly equal numbers.
 
@@ -24,7 +24,7 @@ official scripts never seed NumPy, §13 "Pitfalls").
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Union
 
 import torch
@@ -33,16 +33,12 @@ from torch import Tensor
 __all__ = [
     "EPS",
     "accuracy",
-    "bootstrap_ci",
-    "bootstrap_ci_fn",
     "fair_random_simaou_per_example",
     "ft_context_scores",
     "ft_precision",
     "kendall_per_example",
     "kendall_tau_b",
-    "layer_curve",
     "majority_fraction",
-    "overall",
     "random_kendall_per_example",
     "random_simaou_per_example",
     "rec2ftp",
@@ -439,99 +435,3 @@ def random_kendall_per_example(
         icl = icl.softmax(-1)
     r = _rand(icl.shape, _generator(generator), icl)
     return kendall_tau_b(icl, r)
-
-
-# ---------------------------------------------------------------------------------------------
-# 9. Aggregation and bootstrap intervals (§8.5)
-
-
-def _as_matrix(per_example: Tensor) -> Tensor:
-    x = _f64(per_example)
-    if x.dim() == 1:
-        return x[:, None]  # e.g. per-example correctness: one "layer"
-    if x.dim() != 2:
-        raise ValueError(f"expected per-example values [n, L] or [n], got shape {tuple(x.shape)}")
-    return x
-
-
-def layer_curve(per_example: Tensor) -> Tensor:
-    """Per-layer curve: nanmean over examples, [n, L] -> [L] (§8.5; a [n] input gives [1])."""
-    return torch.nanmean(_as_matrix(per_example), dim=0)
-
-
-def overall(per_example: Tensor) -> float:
-    """The paper's number: mean over layers of :func:`layer_curve` (§8.5).
-
-    A layer with no finite value at all makes this NaN, on purpose: it flags a broken record
-    instead of quietly averaging over fewer layers.
-    """
-    return float(layer_curve(per_example).mean())
-
-
-def _bootstrap_indices(n: int, n_boot: int, seed: int) -> Tensor:
-    # One place draws the resamples, so the matrix and function forms use the same rows for the
-    # same seed: intervals of different metrics over the same examples are paired.
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return torch.randint(0, n, (n_boot, n), generator=g)
-
-
-def _percentile_interval(stats: Tensor, alpha: float) -> tuple[float, float]:
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    stats = stats[~torch.isnan(stats)]
-    if stats.numel() == 0:
-        return float("nan"), float("nan")
-    q = torch.quantile(stats, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=_F64))
-    return float(q[0]), float(q[1])
-
-
-def bootstrap_ci_fn(
-    stat: Callable[[Tensor], float],
-    n: int,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat(idx)`` over eval examples resampled with replacement.
-
-    ``stat`` receives a LongTensor ``idx`` of n row indices (with repeats) and returns a float,
-    e.g. ``lambda idx: rec2ftp(zs[idx], icl[idx], ft[idx])``. Interval: the alpha/2 and
-    1 − alpha/2 quantiles (linear interpolation) of the n_boot values; NaN values (e.g. an empty
-    Rec2FTP denominator in a resample) are dropped. (nan, nan) when n = 0 or every value is NaN.
-    """
-    if n <= 0:
-        return float("nan"), float("nan")
-    idx = _bootstrap_indices(n, n_boot, seed)
-    stats = torch.tensor([float(stat(row)) for row in idx], dtype=_F64)
-    return _percentile_interval(stats, alpha)
-
-
-def bootstrap_ci(
-    per_example: Tensor | Callable[[Tensor], float],
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    n: int | None = None,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of :func:`overall`, resampling eval examples (rows).
-
-    ``per_example``: [n, L] (or [n]) values; vectorised over resamples. A callable is passed on
-    to :func:`bootstrap_ci_fn` (then ``n`` is required). Same seed, same resampled rows as
-    :func:`bootstrap_ci_fn`. Resamples whose statistic is NaN are dropped.
-    """
-    if callable(per_example):
-        if n is None:
-            raise ValueError("bootstrap_ci: pass n when giving a statistic function")
-        return bootstrap_ci_fn(per_example, n, n_boot=n_boot, alpha=alpha, seed=seed)
-    x = _as_matrix(per_example)
-    rows, layers = x.shape
-    if rows == 0:
-        return float("nan"), float("nan")
-    idx = _bootstrap_indices(rows, n_boot, seed)
-    # Chunk over resamples so a [chunk, n, L] gather stays around 32 MB whatever n and L are.
-    chunk = max(1, 4_000_000 // max(1, rows * layers))
-    stats = torch.cat(
-        [torch.nanmean(x[idx[s : s + chunk]], dim=1).mean(dim=-1) for s in range(0, n_boot, chunk)]
-    )
-    return _percentile_interval(stats, alpha)

@@ -1,4 +1,4 @@
-"""Golden tests for pytest_icl.metrics.
+"""Golden tests for pytest_icl.metrics and pytest_icl.stats.
 
 Expected values are worked out by hand in the comments, or by plain NumPy/SciPy
 re-implementations written here from the spec (docs/paper-spec.md §8, §12), never by calling
@@ -16,6 +16,7 @@ import scipy.stats
 import torch
 
 from pytest_icl import metrics as M
+from pytest_icl import stats as S
 
 # ------------------------------------------------------------------------------------------
 # NumPy references, transcribed from the official compute_sim.py (§8.2, §8.3)
@@ -469,41 +470,41 @@ def test_random_kendall_deterministic_and_centred():
 
 def test_layer_curve_and_overall():
     x = t64([[1.0, float("nan")], [3.0, 4.0]])
-    np.testing.assert_allclose(M.layer_curve(x).numpy(), [2.0, 4.0])
-    assert M.overall(x) == pytest.approx(3.0)
-    assert M.overall(t64([1.0, 0.0, 0.0, 1.0])) == pytest.approx(0.5)  # [n] input
-    assert math.isnan(M.overall(t64([[1.0, float("nan")], [2.0, float("nan")]])))
+    np.testing.assert_allclose(S.layer_curve(x).numpy(), [2.0, 4.0])
+    assert S.overall(x) == pytest.approx(3.0)
+    assert S.overall(t64([1.0, 0.0, 0.0, 1.0])) == pytest.approx(0.5)  # [n] input
+    assert math.isnan(S.overall(t64([[1.0, float("nan")], [2.0, float("nan")]])))
 
 
 def test_bootstrap_constant_data_and_determinism():
-    lo, hi = M.bootstrap_ci(torch.full((20, 5), 0.3, dtype=torch.float64))
+    lo, hi = S.bootstrap_ci(torch.full((20, 5), 0.3, dtype=torch.float64))
     assert lo == pytest.approx(0.3) and hi == pytest.approx(0.3)
     rng = np.random.default_rng(8)
     x = t64(rng.normal(size=(50, 6)))
-    assert M.bootstrap_ci(x, seed=1) == M.bootstrap_ci(x, seed=1)
-    assert M.bootstrap_ci(x, seed=1) != M.bootstrap_ci(x, seed=2)
+    assert S.bootstrap_ci(x, seed=1) == S.bootstrap_ci(x, seed=1)
+    assert S.bootstrap_ci(x, seed=1) != S.bootstrap_ci(x, seed=2)
     with pytest.raises(ValueError):
-        M.bootstrap_ci(x, alpha=1.5)
-    assert all(math.isnan(v) for v in M.bootstrap_ci(torch.zeros(0, 3)))
+        S.bootstrap_ci(x, alpha=1.5)
+    assert all(math.isnan(v) for v in S.bootstrap_ci(torch.zeros(0, 3)))
 
 
 def test_bootstrap_matrix_and_function_forms_use_the_same_resamples():
     rng = np.random.default_rng(9)
     x = t64(rng.normal(size=(30, 4)))
-    mat = M.bootstrap_ci(x, n_boot=200, seed=5)
-    fn = M.bootstrap_ci_fn(lambda idx: M.overall(x[idx]), 30, n_boot=200, seed=5)
-    via_callable = M.bootstrap_ci(lambda idx: M.overall(x[idx]), n_boot=200, seed=5, n=30)
+    mat = S.bootstrap_ci(x, n_boot=200, seed=5)
+    fn = S.bootstrap_ci_fn(lambda idx: S.overall(x[idx]), 30, n_boot=200, seed=5)
+    via_callable = S.bootstrap_ci(lambda idx: S.overall(x[idx]), n_boot=200, seed=5, n=30)
     assert mat == pytest.approx(fn, abs=1e-12)
     assert via_callable == fn
     with pytest.raises(ValueError):
-        M.bootstrap_ci(lambda idx: 0.0)
+        S.bootstrap_ci(lambda idx: 0.0)
 
 
 def test_bootstrap_width_matches_normal_theory():
     # Mean of n = 400 iid N(0.3, 1) values: 95% interval ≈ mean ± 1.96/√400 → width ≈ 0.196.
     rng = np.random.default_rng(10)
     v = rng.normal(0.3, 1.0, size=400)
-    lo, hi = M.bootstrap_ci(t64(v), n_boot=2000, seed=0)
+    lo, hi = S.bootstrap_ci(t64(v), n_boot=2000, seed=0)
     assert lo < v.mean() < hi
     assert hi - lo == pytest.approx(2 * 1.96 * v.std() / 20, rel=0.12)
 
@@ -515,10 +516,47 @@ def test_bootstrap_of_rec2ftp_function_form():
     icl = torch.tensor(rng.random(n) < 0.9)
     ft = torch.tensor(rng.random(n) < 0.5)
     point = M.rec2ftp(zs, icl, ft)
-    lo, hi = M.bootstrap_ci_fn(lambda idx: M.rec2ftp(zs[idx], icl[idx], ft[idx]), n, n_boot=300)
+    lo, hi = S.bootstrap_ci_fn(lambda idx: M.rec2ftp(zs[idx], icl[idx], ft[idx]), n, n_boot=300)
     assert 0.0 <= lo < point < hi <= 1.0
     # accuracy through the matrix form on 0/1 values
-    lo_a, hi_a = M.bootstrap_ci(icl.double())
+    lo_a, hi_a = S.bootstrap_ci(icl.double())
     assert lo_a < M.accuracy(icl) < hi_a
 
+
+# ------------------------------------------------------------------------------------------
+# 10. Next-token distributions (§12.2)
+
+
+def test_kl_divergence_against_a_hand_computed_value():
+    # p = (1/2, 1/4, 1/4), q = (1/4, 1/4, 1/2): KL = 1/2 ln 2 + 0 + 1/4 ln(1/2) = ln(2)/4.
+    p = torch.tensor([[0.5, 0.25, 0.25]]).log()
+    q = torch.tensor([[0.25, 0.25, 0.5]]).log()
+    assert S.kl_divergence(p, q).tolist() == pytest.approx([math.log(2) / 4])
+    assert S.kl_divergence(p, p).tolist() == pytest.approx([0.0], abs=1e-15)
+    # A zero of p costs nothing; a zero of q where p > 0 is infinite.
+    zero_p = torch.tensor([[0.0, 0.5, 0.5]]).log()
+    assert S.kl_divergence(zero_p, q).tolist() == pytest.approx([0.5 * math.log(2) + 0.0])
+    assert S.kl_divergence(q, zero_p).tolist() == [math.inf]
+    with pytest.raises(ValueError, match=r"\[n, V\]"):
+        S.kl_divergence(p[0], q[0])
+
+
+def test_kl_divergence_matches_scipy_on_random_rows():
+    rng = np.random.default_rng(12)
+    logits_p, logits_q = rng.normal(size=(5, 50)), rng.normal(size=(5, 50))
+    p = torch.log_softmax(t64(logits_p), -1)
+    q = torch.log_softmax(t64(logits_q), -1)
+    expected = [scipy.stats.entropy(np.exp(a), np.exp(b)) for a, b in zip(p.numpy(), q.numpy())]
+    np.testing.assert_allclose(S.kl_divergence(p.float(), q.float()).numpy(), expected, rtol=1e-5)
+
+
+def test_topk_overlap_counts_shared_tokens():
+    # top-3 of p = {0, 1, 2}, of q = {2, 3, 4} (largest first): one shared token.
+    p = t64([[9.0, 8.0, 7.0, 1.0, 0.0]])
+    q = t64([[0.0, 1.0, 7.0, 8.0, 9.0]])
+    assert S.topk_overlap(p, q, k=3).tolist() == [pytest.approx(1 / 3)]
+    assert S.topk_overlap(p, p, k=3).tolist() == [1.0]
+    assert S.topk_overlap(p, q, k=5).tolist() == [1.0]
+    with pytest.raises(ValueError, match="k must be"):
+        S.topk_overlap(p, q, k=6)
 
