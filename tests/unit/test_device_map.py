@@ -9,6 +9,7 @@ ICL and FT records must equal those of the plainly loaded model.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -81,3 +82,36 @@ def test_accelerate_dispatch_hooks_do_not_change_the_records(saved):
     check_placement(model)
     assert input_device(model) == torch.device("cpu")
     _assert_same_records(run_settings(model, tokenizer, _task(multi_token=True)), plain)
+
+
+def _gpu_check():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gpu_check", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_dry_run(tmp_path, capsys):
+    # The device check's own code path on the CPU (tiny models), so it is known to run before a GPU is lent.
+    figures = tmp_path / "figures.json"
+    code = _gpu_check().main(["--dry-run", "--limit", "4", "--families", "llama-7B-shaped", "--archs", "gpt_neo", "--json", str(figures)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "gpu_check: OK" in out and "gpt_neo: cpu vs cpu, fp32: max |diff| 0.00e+00 -> ok" in out
+    data = json.loads(figures.read_text())
+    llama = data["llama-7B-shaped"]
+    assert llama["forward_tokens"] > 0 and llama["ft_tokens"] > 0 and llama["acc"]["icl"] >= 0
+    assert set(llama["stages_s"]) >= {"zsl", "icl", "ft_train", "ft_eval", "build", "metrics"}
+    assert data["failures"] == []
+
+
+def test_gpu_check_without_cuda_exits_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _gpu_check().main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpu_check: no CUDA device visible") and "--dry-run" in err and "\n" not in err
