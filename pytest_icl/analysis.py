@@ -68,7 +68,7 @@ def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
         "simam_after": metrics.simam_per_example(icl.eval_scores, ft.eval_scores),
         "simam_zsl_ft": metrics.simam_per_example(zsl.eval_scores, ft.eval_scores),
         "simam_delta": metrics.simam_delta_per_example(zsl.eval_scores, icl.eval_scores, ft.eval_scores),
-        "kendall": metrics.kendall_per_example(icl.context_scores, records.ft_train_queries, ft.queries),
+        "kendall": _kendall(icl.context_scores, records.ft_train_queries, ft.queries),
         "kendall_random": metrics.random_kendall_per_example(icl.context_scores, g),
     }
     layers = {name: [float(v) for v in stats.layer_curve(matrix)] for name, matrix in per_example.items()}
@@ -121,4 +121,18 @@ def _output_distributions(zsl, icl, ft) -> dict:
         "top10_icl_ft": stats.topk_overlap(icl_logp, ft_logp, k=k),
         "top10_icl_zsl": stats.topk_overlap(icl_logp, zsl_logp, k=k),
     }
+
+
+def _kendall(icl_ctx_scores, ft_train_queries, ft_eval_queries):
+    """Kendall(ICL, FT) per example; NaN when FT trained on other tokens than ICL's demonstrations.
+
+    That happens in the shuffled-label control when the labels tokenise to different lengths:
+    token t of FT's training data is then not ICL's demonstration token t, and ranking them
+    against each other would mean nothing.
+    """
+    import torch
+
+    if icl_ctx_scores.shape[-1] != ft_train_queries.shape[1]:
+        return torch.full(icl_ctx_scores.shape[:2], float("nan"), dtype=torch.float64)
+    return metrics.kendall_per_example(icl_ctx_scores, ft_train_queries, ft_eval_queries)
 

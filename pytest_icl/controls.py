@@ -309,9 +309,30 @@ def run_control(
     elif name == "shuffled":
         shuffled = shuffled_label_task(task, seed)
         timed("shuffled", lambda: runs.run_settings(model, tokenizer, task, ft_task=shuffled, reuse=base, **common))
+        if not _same_token_lengths(task, shuffled, tokenizer):
+            _undefine(analyses["shuffled"], "kendall")
     else:
         timed("lcgd", lambda: runs.run_settings(model, tokenizer, task, ft_objective="lcgd", reuse=base, **common))
     return ControlResult(name, analyses, seconds, check_control(name, base_analysis, analyses, margin=margin))
+
+
+def _same_token_lengths(task: IclTask, other: IclTask, tokenizer) -> bool:
+    """Whether every demonstration of ``other`` has as many training tokens as ``task``'s.
+
+    Kendall(ICL, FT) pairs ICL's demonstration token t with FT's training token t; when a
+    shuffled label tokenises to another length, the pairs after it are different tokens.
+    """
+    from pytest_icl.encoding import encode_demonstrations
+
+    lengths = [[len(s) for s in encode_demonstrations(t, tokenizer).sequences] for t in (task, other)]
+    return lengths[0] == lengths[1]
+
+
+def _undefine(analysis: Analysis, metric: str) -> None:
+    analysis.values[metric] = math.nan
+    analysis.intervals[metric] = (math.nan, math.nan)
+    if metric in analysis.layers:
+        analysis.layers[metric] = [math.nan] * len(analysis.layers[metric])
 
 
 # ---------------------------------------------------------------------------------------------

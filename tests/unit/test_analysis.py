@@ -74,3 +74,11 @@ def test_existing_outputs_are_unchanged_in_name():
     assert set(analysis.layers) >= {"simaou", "simam_after", "kendall_random"} and len(analysis.layers["simaou"]) == L
     assert analysis.counts["eval"] == N and analysis.counts["shots"] == 2
     assert analysis.values["acc_zsl"] == pytest.approx(0.5) and not math.isnan(analysis.values["simaou"])
+
+
+def test_kendall_is_undefined_when_ft_trained_on_other_tokens_than_icl_showed():
+    records = _records(False)
+    records.ft_train_queries = torch.randn(L, CTX + 1, D)  # e.g. a shuffled label one token longer
+    analysis = analyse(records, n_boot=20)
+    assert math.isnan(analysis.values["kendall"]) and all(math.isnan(v) for v in analysis.layers["kendall"])
+    assert not math.isnan(analysis.values["kendall_random"]) and not math.isnan(analysis.values["simaou"])

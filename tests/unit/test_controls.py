@@ -145,6 +145,16 @@ def test_permuted_task_reorders_the_same_demonstrations():
     assert len(orders) > 1 and permuted_task(task, 0).config_hash != task.config_hash
 
 
+def test_kendall_pairs_are_checked_for_same_token_lengths():
+    from tests.tiny_models import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    one_token = _task([0, 1, 0, 1], choices=("positive", "negative"))  # one token each in the tiny vocabulary
+    assert controls._same_token_lengths(one_token, shuffled_label_task(one_token, 0), tokenizer)
+    mixed = _task([0, 1, 0, 1], choices=("red", "blue"))  # two and three tokens
+    assert not controls._same_token_lengths(mixed, shuffled_label_task(mixed, 0), tokenizer)
+
+
 # ------------------------------------------------------------------------------------------
 # the check table
 
