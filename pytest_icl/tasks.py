@@ -2,7 +2,8 @@
 
 lm-eval does the dataset loading and the rendering (``doc_to_text``, ``doc_to_choice``,
 ``doc_to_target``); this module picks the demonstrations and eval examples the way Dai et al.
-do and freezes them into a plain :class:`IclTask`.
+do and freezes them into a plain :class:`IclTask`. Reading task files without lm-eval (names,
+settings, which YAMLs are tasks) is :mod:`pytest_icl.task_files`; its names are re-exported here.
 
 * Demonstrations: the first k of the few-shot pool shuffled with the task seed (spec §3), the
   same fixed list for every eval example, for ICL and for FT.
@@ -11,9 +12,10 @@ do and freezes them into a plain :class:`IclTask`.
 * Prompts: ``description + Σ(demo + fewshot_delimiter) + query``, which is what lm-eval's
   ``fewshot_context`` renders (a test checks it against lm-eval).
 
-A task YAML may carry an ``icl:`` key (shots, seed, lr, position, thresholds, columns); it is
-read here and removed before lm-eval sees the config. Relative ``data_files`` are made
-relative to the YAML file (lm-eval itself would resolve them against the working directory).
+Relative ``data_files`` are relative to the YAML file. lm-eval itself resolves them against the
+working directory; the shipped YAMLs therefore load their files through
+``custom_dataset: !function pytest_icl.task_data.load_yaml_relative_files``, so that
+``lm_eval --include_path tasks`` works from any folder too (see :mod:`pytest_icl.task_data`).
 
 Example::
 
@@ -29,25 +31,32 @@ import json
 import os
 import random
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pytest_icl.models import default_cache_root, go_offline_if_hub_unreachable
+from pytest_icl.task_data import absolute_data_files, check_data_files, load_yaml_relative_files, local_data_config
+from pytest_icl.task_files import (  # noqa: F401 - re-exported: the public names of tasks
+    AUTO_LR,
+    TaskDataMissing,
+    TaskDefinitionError,
+    TaskDeprecationWarning,
+    TaskError,
+    TaskSettings,
+    TaskSettingsError,
+    TaskSource,
+    TaskUnavailable,
+    TaskWarning,
+    find_task,
+    is_task_file,
+    parse_setting,
+    read_task_header,
+)
 
-from pytest_icl.models import go_offline_if_hub_unreachable
 
-
-class TaskError(Exception):
-    """A task definition or its data cannot be used; the message says what to do."""
-
-
-class TaskUnavailable(TaskError):
-    """The task's data cannot be had (offline, not downloaded)."""
-
-
-class TaskWarning(UserWarning):
-    """Something about a task that the run works around, and the user should know."""
+class NoValidationSplit(TaskDefinitionError):
+    """``split="validation"`` was asked of a task that declares no validation split."""
 
 
 @dataclass(frozen=True)
@@ -59,40 +68,6 @@ class Example:
     @property
     def answer(self) -> str:
         return self.choices[self.gold]
-
-
-@dataclass(frozen=True)
-class TaskSettings:
-    """The ``icl:`` key of a task YAML (CLI options override it)."""
-
-    shots: int = 16
-    seed: int = 1
-    lr: float = 1e-2
-    position: str = "label"  # "label" (official code: the appended first choice) | "prompt"
-    thresholds: dict[str, float] = field(default_factory=dict)
-    columns: dict[str, str] = field(default_factory=dict)
-    tolerances: dict[str, float] = field(default_factory=dict)  # baseline comparison, see pytest_icl.baseline
-    # property -> why it is known not to hold (measured); its test is marked xfail, non-strict,
-    # so a model change that makes it hold shows up as XPASS instead of going unnoticed.
-    expected_failures: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, Any] | None, *, origin: str) -> TaskSettings:
-        mapping = dict(mapping or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise TaskError(f"{origin}: unknown key(s) under 'icl:': {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        try:
-            settings = cls(**mapping)
-            settings = replace(settings, shots=int(settings.shots), seed=int(settings.seed), lr=float(settings.lr))
-        except (TypeError, ValueError) as error:
-            raise TaskError(f"{origin}: bad value under 'icl:': {error}") from None
-        if settings.position not in ("label", "prompt"):
-            raise TaskError(f"{origin}: icl.position must be 'label' or 'prompt', not {settings.position!r}")
-        if settings.shots < 1:
-            raise TaskError(f"{origin}: icl.shots must be at least 1")
-        return settings
 
 
 @dataclass(frozen=True)
@@ -116,159 +91,74 @@ class IclTask:
     def prompt(self, example: Example, *, shots: bool = True) -> str:
         return (self.context() if shots else self.description) + example.text
 
-
-@dataclass(frozen=True)
-class TaskSource:
-    """Where a task definition comes from: a YAML file, an lm-eval name, or an inline config."""
-
-    name: str
-    path: Path | None = None
-    config: dict[str, Any] | None = None  # inline lm-eval config (dict), e.g. from a test file
-    settings: dict[str, Any] = field(default_factory=dict)  # the `icl:` key
-
-    @classmethod
-    def from_path(cls, path: str | Path) -> TaskSource:
-        path = Path(path).resolve()
-        header = read_task_header(path)
-        return cls(name=header["task"], path=path, settings=header.get("icl") or {})
-
-    @classmethod
-    def builtin(cls, name: str) -> TaskSource:
-        return cls(name=name)
-
-    @classmethod
-    def inline(cls, config: dict[str, Any]) -> TaskSource:
-        config = dict(config)
-        settings = config.pop("icl", {}) or {}
-        if "task" not in config:
-            raise TaskError("an inline task config needs a 'task' name")
-        return cls(name=config["task"], config=config, settings=settings)
-
-    @property
-    def origin(self) -> str:
-        return str(self.path) if self.path else f"task {self.name!r}"
+    def with_lr(self, lr: float) -> IclTask:
+        """The same task with a concrete FT lr (``lr: auto`` resolved by ``pytest_icl.tune.choose_lr``)."""
+        return replace(self, settings=replace(self.settings, lr=parse_setting("lr", lr, where=f"task {self.name!r}: lr")))
 
 
-# ---- collection-time reading (no lm-eval, no datasets: must stay fast)
+# ---- lm-eval's built-in tasks
 
 
-class _TolerantLoader(yaml.SafeLoader):
-    """Reads lm-eval YAML without resolving ``!function`` tags (collection only needs names)."""
+def _builtin_index() -> dict[str, tuple[str, str | None]]:
+    """name -> (kind, YAML path) of every lm-eval built-in task, group and tag.
 
+    Indexing lm-eval's ~14k YAMLs takes ~5 s, so the index is kept as JSON in the pytest-icl
+    cache (``lm-eval/index-<version>.json``), rebuilt when lm-eval's version or folder changes:
+    later runs read it in milliseconds.
+    """
+    import importlib.util
+    from importlib import metadata
 
-_TolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix}")
-
-
-def read_task_header(path: Path) -> dict[str, Any]:
-    """The ``task`` name and ``icl`` key of a task YAML; raises TaskError on malformed files."""
+    tasks_dir = str(Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks")
+    cache = default_cache_root() / "lm-eval" / f"index-{metadata.version('lm_eval')}.json"
     try:
-        with Path(path).open("rb") as handle:
-            data = yaml.load(handle, Loader=_TolerantLoader)  # noqa: S506 - SafeLoader subclass
-    except OSError as error:
-        raise TaskError(f"cannot read task file {path}: {error}") from None
-    except yaml.YAMLError as error:
-        raise TaskError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise TaskError(f"{path}: a task file must be a YAML mapping with a 'task:' name")
-    if not isinstance(data.get("task"), str):
-        raise TaskError(f"{path}: missing 'task:' name (a string)")
-    if "icl" in data and data["icl"] is not None and not isinstance(data["icl"], dict):
-        raise TaskError(f"{path}: 'icl:' must be a mapping")
-    return data
+        stored = json.loads(cache.read_text())
+        if stored["tasks_dir"] == tasks_dir:
+            return {name: tuple(entry) for name, entry in stored["entries"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from lm_eval.tasks import TaskManager
 
-
-def is_task_file(path: Path) -> bool:
-    """A YAML file that defines an lm-eval task (``_*.yaml`` are include-only bases, as in lm-eval)."""
-    if path.suffix not in (".yaml", ".yml") or path.name.startswith("_"):
-        return False
+    entries = {
+        name: (entry.kind.name, str(entry.yaml_path) if entry.yaml_path else None)
+        for name, entry in TaskManager().task_index.items()
+    }
     try:
-        return isinstance(read_task_header(path).get("task"), str)
-    except TaskError:
-        return True  # let collection report the malformed file instead of silently skipping it
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"tasks_dir": tasks_dir, "entries": entries}))
+        os.replace(partial, cache)
+    except OSError:
+        pass  # a read-only cache only costs the next run the 5 s again
+    return entries
 
 
-# ---- loading through lm-eval
-
-
-def _absolute_data_files(config: dict[str, Any], base: Path) -> dict[str, Any]:
-    kwargs = config.get("dataset_kwargs")
-    if not isinstance(kwargs, dict):
-        return config
-    config = {**config, "dataset_kwargs": dict(kwargs)}
-    kwargs = config["dataset_kwargs"]
-
-    def absolute(value):
-        if isinstance(value, str):
-            return value if "://" in value or Path(value).is_absolute() else str(base / value)
-        if isinstance(value, list):
-            return [absolute(v) for v in value]
-        if isinstance(value, dict):
-            return {k: absolute(v) for k, v in value.items()}
-        return value
-
-    for key in ("data_files", "data_dir"):
-        if key in kwargs:
-            kwargs[key] = absolute(kwargs[key])
-    return config
-
-
-def _local_data_config(config: dict[str, Any], data: str) -> dict[str, Any]:
-    """Point a task at local files: ``DIR`` (train.* and test.*/validation.*) or ``TRAIN,EVAL``."""
-    parts = [p for p in data.split(",") if p]
-    if len(parts) == 1 and Path(parts[0]).is_dir():
-        folder = Path(parts[0])
-        train = sorted(p for p in folder.iterdir() if p.stem == "train")
-        evaluation = sorted(p for p in folder.iterdir() if p.stem in ("test", "validation", "eval"))
-        if not train or not evaluation:
-            raise TaskError(f"--icl-data folder {folder} needs a train.* file and a test.* (or validation.*) file")
-        parts = [str(train[0]), str(evaluation[0])]
-    if len(parts) != 2:
-        raise TaskError(f"--icl-data expects TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE, got {data!r}")
-    paths = [Path(p).expanduser().resolve() for p in parts]
-    for path in paths:
-        if not path.is_file():
-            raise TaskError(f"--icl-data: no such file {path}")
-    builders = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-    suffixes = {p.suffix for p in paths}
-    if len(suffixes) != 1 or next(iter(suffixes)) not in builders:
-        raise TaskError(f"--icl-data files must both be .jsonl, .json, .csv or .parquet, got {[p.name for p in paths]}")
-    config = {k: v for k, v in config.items() if k not in ("validation_split", "dataset_name", "custom_dataset")}
-    config.update(
-        dataset_path=builders[paths[0].suffix],
-        dataset_kwargs={"data_files": {"train": str(paths[0]), "test": str(paths[1])}},
-        training_split="train",
-        fewshot_split="train",
-        test_split="test",
-    )
-    return config
+def builtin_task_exists(name: str) -> bool:
+    """Whether lm-eval has a built-in task, group or tag ``name`` (~5 s the first time, then cached)."""
+    return name in _builtin_index()
 
 
 def _builtin_config(name: str) -> tuple[dict[str, Any], Path]:
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    entry = _builtin_manager().task_index.get(name)
-    if entry is None or entry.yaml_path is None:
-        raise TaskError(
+    kind, yaml_path = _builtin_index().get(name, (None, None))
+    if kind is None:
+        raise TaskDefinitionError(
             f"no task named {name!r}: not a YAML file in your task folders, nor an lm-eval built-in task. "
             "Give a YAML path, a folder of task YAMLs (icl_tasks ini option), or a built-in name such as 'sst2'."
         )
-    return load_yaml(entry.yaml_path), Path(entry.yaml_path)
+    if kind != "TASK" or yaml_path is None or not Path(yaml_path).is_file():
+        raise TaskDefinitionError(
+            f"lm-eval's {name!r} is a {kind.lower()}, not one task pytest-icl can build; name one of its tasks instead."
+        )
+    return load_yaml(yaml_path), Path(yaml_path)
 
 
-_BUILTIN_MANAGER = None
-
-
-def _builtin_manager():
-    # Indexing lm-eval's ~14k built-in YAMLs takes ~5 s: only done when a built-in name is asked for.
-    global _BUILTIN_MANAGER
-    if _BUILTIN_MANAGER is None:
-        from lm_eval.tasks import TaskManager
-
-        _BUILTIN_MANAGER = TaskManager()
-    return _BUILTIN_MANAGER
+# ---- building through lm-eval
 
 
 def _lm_eval_config(source: TaskSource, data: str | None) -> dict[str, Any]:
+    base = None
     if source.config is not None:
         config = dict(source.config)
     elif source.path is not None:
@@ -277,17 +167,33 @@ def _lm_eval_config(source: TaskSource, data: str | None) -> dict[str, Any]:
         try:
             config = load_yaml(source.path)
         except Exception as error:  # lm-eval raises bare ValueErrors/ImportErrors for bad files
-            raise TaskError(f"{source.path}: lm-eval cannot read this task file: {error}") from None
-        config = _absolute_data_files(config, source.path.parent)
+            raise TaskDefinitionError(f"{source.path}: lm-eval cannot read this task file: {error}") from None
+        base = source.path.parent
+        config = absolute_data_files(config, base)
     else:
         config, yaml_path = _builtin_config(source.name)
-        config = _absolute_data_files(config, yaml_path.parent)
+        config = absolute_data_files(config, yaml_path.parent)
     config.pop("icl", None)
+    if config.get("custom_dataset") is load_yaml_relative_files:
+        del config["custom_dataset"]  # the data files are absolute already: lm-eval's own json/csv loading does the rest
+    if isinstance(config.get("metadata"), dict):
+        config["metadata"] = {k: v for k, v in config["metadata"].items() if k != "icl"}
     # Tags and groups would register this config under other names; we build one task.
     config.pop("tag", None)
+    if config.get("output_type") == "multiple_choice" and config.get("doc_to_choice") is None:
+        raise TaskDefinitionError(
+            f"{source.origin}: this multiple_choice task has no doc_to_choice, and pytest-icl compares the model's "
+            "scores of the answer choices. Add doc_to_choice: a list of label words (doc_to_choice: "
+            "[\"negative\", \"positive\"]), the name of a column holding each row's choices, or a Jinja template."
+        )
     if data:
-        config = _local_data_config(config, data)
+        return local_data_config(config, data)
+    check_data_files(config, origin=source.origin, base=base)
     return config
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _build_lm_eval_task(config: dict[str, Any], origin: str):
@@ -295,38 +201,47 @@ def _build_lm_eval_task(config: dict[str, Any], origin: str):
 
     try:
         loaded = TaskManager(include_defaults=False).load(config)
+    except FileNotFoundError as error:  # an OSError, but a missing file is a broken task, not an offline hub
+        raise TaskDataMissing(f"{origin}: its data cannot be found: {_first_line(error)}") from None
     except (ConnectionError, OSError) as error:
         raise TaskUnavailable(
-            f"{origin}: its data cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0]}). "
+            f"{origin}: its data cannot be loaded ({type(error).__name__}: {_first_line(error)}). "
             "Download the dataset while online (it is then read from the Hugging Face cache), or run it "
             "on local files with --icl-data TASK=TRAIN_FILE,EVAL_FILE."
         ) from None
     except Exception as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = _first_line(error)
         if "offline" in message.lower() or "couldn't reach" in message.lower():
             raise TaskUnavailable(f"{origin}: its data is not available offline ({message}).") from None
-        raise TaskError(f"{origin}: lm-eval could not build this task: {type(error).__name__}: {message}") from None
+        raise TaskDefinitionError(f"{origin}: lm-eval could not build this task: {type(error).__name__}: {message}") from None
     tasks = loaded["tasks"]
     if len(tasks) != 1:
-        raise TaskError(f"{origin}: expected one task, lm-eval built {len(tasks)} ({', '.join(tasks)})")
+        raise TaskDefinitionError(f"{origin}: expected one task, lm-eval built {len(tasks)} ({', '.join(tasks)})")
     return next(iter(tasks.values()))
 
 
 def _to_example(task, doc, origin: str) -> Example:
-    text = task.doc_to_text(doc)
-    choices = task.doc_to_choice(doc)
-    target = task.doc_to_target(doc)
+    try:
+        text, choices, target = task.doc_to_text(doc), task.doc_to_choice(doc), task.doc_to_target(doc)
+    except Exception as error:  # a template naming a missing column, a !function that raises, ...
+        columns = ", ".join(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise TaskDefinitionError(
+            f"{origin}: lm-eval could not render an example ({type(error).__name__}: {_first_line(error)}); "
+            f"check doc_to_text, doc_to_choice and doc_to_target against the data's columns ({columns})."
+        ) from None
     if not isinstance(text, str):
-        raise TaskError(f"{origin}: doc_to_text gave {type(text).__name__}, expected a string")
-    if not choices or not all(isinstance(c, str) and c for c in choices):
-        raise TaskError(f"{origin}: doc_to_choice must give a list of non-empty strings, got {choices!r}")
+        raise TaskDefinitionError(f"{origin}: doc_to_text gave {type(text).__name__}, expected a string")
+    if not isinstance(choices, (list, tuple)) or not choices or not all(isinstance(c, str) and c for c in choices):
+        raise TaskDefinitionError(f"{origin}: doc_to_choice must give a list of non-empty strings, got {choices!r}")
     if isinstance(target, str) and not target.isdigit():
         if target not in choices:
-            raise TaskError(f"{origin}: target {target!r} is not one of the choices {choices}")
+            raise TaskDefinitionError(f"{origin}: target {target!r} is not one of the choices {choices}")
         target = choices.index(target)
+    if isinstance(target, (list, tuple)) or not str(target).lstrip("-").isdigit():
+        raise TaskDefinitionError(f"{origin}: doc_to_target must give one label (an index or a choice), got {target!r}")
     target = int(target)
     if not 0 <= target < len(choices):
-        raise TaskError(f"{origin}: label {target} is out of range for {len(choices)} choices {choices}")
+        raise TaskDefinitionError(f"{origin}: label {target} is out of range for {len(choices)} choices {choices}")
     return Example(text=text, choices=tuple(choices), gold=target)
 
 
@@ -342,8 +257,10 @@ def _shuffled(docs, seed: int) -> list:
 def _hash(config: dict[str, Any], demonstrations, eval_examples) -> str:
     # Data file paths are left out: where a checkout lives must not change the hash (a baseline
     # committed on one machine must match on another); the data is in the hash as the examples.
+    # So are the pytest-icl settings (metadata.icl: thresholds, expected failures do not change the task).
     kwargs = {k: v for k, v in (config.get("dataset_kwargs") or {}).items() if k not in ("data_files", "data_dir")}
-    config = {**config, "dataset_kwargs": kwargs}
+    meta = {k: v for k, v in (config.get("metadata") or {}).items() if k not in ("icl", "config_source")}
+    config = {**config, "dataset_kwargs": kwargs, "metadata": meta}
     payload = json.dumps(
         {
             "config": {k: v for k, v in config.items() if k != "custom_dataset"},
@@ -360,9 +277,9 @@ def _eval_split(task, split: str | None, origin: str):
     if split is None:
         return task.eval_docs
     if split != "validation":
-        raise TaskError(f"{origin}: unknown split {split!r}; give 'validation' or none (the task's eval split)")
+        raise TaskSettingsError(f"{origin}: unknown split {split!r}; give 'validation' or none (the task's eval split)")
     if not task.has_validation_docs():
-        raise TaskError(
+        raise NoValidationSplit(
             f"{origin}: no validation split to choose hyper-parameters on; add validation_split "
             "(and its data file) to the task YAML"
         )
@@ -393,10 +310,19 @@ def _eval_examples(task, docs, demonstrations, limit: int | None, origin: str) -
             stacklevel=3,
         )
     if not examples:
-        raise TaskError(
+        raise TaskDefinitionError(
             f"{origin}: the eval split is empty" + (" once the examples that are also demonstrations are left out" if leaked else "")
         )
     return tuple(examples)
+
+
+def task_settings(source: TaskSource, **overrides: Any) -> TaskSettings:
+    """The task's settings with the non-None overrides (``shots=``, ``seed=``, ``lr=``, ``position=``).
+
+    An override's error names its option (``--icl-shots``), a file setting's error names the file.
+    """
+    parsed = {k: parse_setting(k, v, where=f"--icl-{k}") for k, v in overrides.items() if v is not None}
+    return replace(TaskSettings.from_mapping(source.settings, origin=source.origin), **parsed)
 
 
 def load_task(
@@ -404,7 +330,7 @@ def load_task(
     *,
     shots: int | None = None,
     seed: int | None = None,
-    lr: float | None = None,
+    lr: float | str | None = None,
     position: str | None = None,
     limit: int | None = None,
     data: str | None = None,
@@ -413,24 +339,24 @@ def load_task(
     """Build the task through lm-eval and freeze its demonstrations and eval examples.
 
     ``split="validation"`` scores the task's validation split instead of its eval split (test,
-    else validation): the split hyper-parameters are chosen on (``pytest_icl.tune``).
+    else validation): the split hyper-parameters are chosen on (``pytest_icl.tune``). ``lr`` may
+    be ``"auto"``; the task then keeps ``settings.lr == "auto"`` until ``IclTask.with_lr``.
     """
-    settings = TaskSettings.from_mapping(source.settings, origin=source.origin)
-    overrides = {k: v for k, v in dict(shots=shots, seed=seed, lr=lr, position=position).items() if v is not None}
-    settings = TaskSettings.from_mapping({**vars(settings), **overrides}, origin=source.origin)
+    settings = task_settings(source, shots=shots, seed=seed, lr=lr, position=position)
+    limit = None if limit is None else parse_setting("limit", limit, where="--icl-limit")
     go_offline_if_hub_unreachable()  # before datasets is imported: it reads the variables at import
     config = _lm_eval_config(source, data)
     task = _build_lm_eval_task(copy.copy(config), source.origin)
     if task.OUTPUT_TYPE != "multiple_choice":
-        raise TaskError(
+        raise TaskDefinitionError(
             f"{source.origin}: output_type is {task.OUTPUT_TYPE!r}; pytest-icl compares answer choices, "
             "so the task must be 'multiple_choice' (with doc_to_choice)."
         )
     pool = task.fewshot_docs()
     if pool is None or len(pool) == 0:
-        raise TaskError(f"{source.origin}: no few-shot split (set training_split or fewshot_split)")
+        raise TaskDefinitionError(f"{source.origin}: no few-shot split (set training_split or fewshot_split)")
     if len(pool) < settings.shots:
-        raise TaskError(f"{source.origin}: {settings.shots} shots asked, but the few-shot split has only {len(pool)} examples")
+        raise TaskSettingsError(f"{source.origin}: {settings.shots} shots asked, but the few-shot split has only {len(pool)} examples")
     demonstrations = tuple(_to_example(task, d, source.origin) for d in _shuffled(pool, settings.seed)[: settings.shots])
     eval_examples = _eval_examples(task, _shuffled(_eval_split(task, split, source.origin), 1), demonstrations, limit, source.origin)
     description = task.config.description or ""

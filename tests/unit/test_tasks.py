@@ -1,19 +1,29 @@
 """Tasks come from lm-eval definitions and render exactly as lm-eval renders them."""
 
 import copy
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pytest_icl import tasks as tasks_module
 from pytest_icl.encoding import encode_task
 from pytest_icl.tasks import (
+    NoValidationSplit,
+    TaskDataMissing,
+    TaskDefinitionError,
     TaskError,
+    TaskSettingsError,
     TaskSource,
     TaskUnavailable,
     TaskWarning,
-    _lm_eval_config,
     _build_lm_eval_task,
+    _lm_eval_config,
     _shuffled,
+    builtin_task_exists,
     load_task,
     read_task_header,
 )
@@ -61,7 +71,7 @@ def test_demonstrations_are_the_first_k_of_a_seeded_shuffle():
 
 def test_icl_key_is_read_and_overridden():
     source = TaskSource.from_path(SENTIMENT)
-    assert read_task_header(SENTIMENT)["icl"]["shots"] == 16
+    assert read_task_header(SENTIMENT)["metadata"]["icl"]["shots"] == 16
     task = load_task(source, limit=3)
     assert (task.settings.shots, task.settings.lr) == (16, 1.0e-2)
     assert task.settings.thresholds == {"accuracy": 0.15}
@@ -102,14 +112,14 @@ doc_to_target: label
 
 
 def test_identical_choice_tokens_are_rejected(tmp_path):
-    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["same", "same"]\nicl: {shots: 2}\n')
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["same", "same"]\nmetadata: {icl: {shots: 2}}\n')
     task = load_task(TaskSource.from_path(path))
     with pytest.raises(TaskError, match="tokenise to the same ids"):
         encode_task(task, make_tokenizer())
 
 
 def test_too_long_context_says_what_to_do(tmp_path):
-    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 8}\n')
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 8}}\n')
     task = load_task(TaskSource.from_path(path))
     with pytest.raises(TaskError, match="Lower --icl-shots"):
         encode_task(task, make_tokenizer(), max_length=20)
@@ -120,8 +130,8 @@ def test_too_long_context_says_what_to_do(tmp_path):
     [
         ("task: [unclosed", "not valid YAML"),
         ("dataset_path: json\n", "missing 'task:'"),
-        (BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shotz: 2}\n', "unknown key"),
-        (BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 50}\n', "only 8 examples"),
+        (BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shotz: 2}}\n', "unknown icl setting"),
+        (BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 50}}\n', "only 8 examples"),
         (BASE.replace("multiple_choice", "generate_until") + 'doc_to_choice: ["no", "yes"]\n', "must be 'multiple_choice'"),
     ],
 )
@@ -134,7 +144,7 @@ def test_malformed_tasks_give_clear_errors(tmp_path, body, message):
 def test_local_data_override(tmp_path):
     (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(6)))
     (tmp_path / "eval.csv").write_text("text,label\nfirst,0\nsecond,1\n")
-    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 2}\n')
+    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 2}}\n')
     task = load_task(TaskSource.from_path(path), data=f"{tmp_path / 'train.csv'},{tmp_path / 'eval.csv'}")
     assert sorted(e.text for e in task.eval_examples) == ["Text: first Label:", "Text: second Label:"]
     with pytest.raises(TaskError, match="no such file"):
@@ -150,7 +160,7 @@ def test_eval_examples_that_are_demonstrations_are_left_out_with_a_warning(tmp_p
     rows = "".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(6))
     (tmp_path / "train.jsonl").write_text(rows)
     (tmp_path / "eval.jsonl").write_text(rows + '{"text": "fresh", "label": 1}\n')
-    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 4}\n')
+    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 4}}\n')
     data = f"{tmp_path / 'train.jsonl'},{tmp_path / 'eval.jsonl'}"
 
     with pytest.warns(TaskWarning, match="left out 4 eval example"):
@@ -166,6 +176,134 @@ def test_eval_examples_that_are_demonstrations_are_left_out_with_a_warning(tmp_p
 def test_an_eval_split_made_only_of_demonstrations_is_an_error(tmp_path):
     rows = "".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(4))
     (tmp_path / "train.jsonl").write_text(rows)
-    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nicl: {shots: 4}\n')
+    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 4}}\n')
     with pytest.warns(TaskWarning), pytest.raises(TaskError, match="empty once the examples that are also demonstrations"):
         load_task(TaskSource.from_path(path), data=f"{tmp_path / 'train.jsonl'},{tmp_path / 'train.jsonl'}")
+
+
+# ---- bad inputs: one clear paragraph each, and the right kind of error
+
+
+def test_a_task_without_doc_to_choice_says_what_to_add(tmp_path):
+    path = _write_task(tmp_path, BASE)
+    with pytest.raises(TaskDefinitionError) as error:
+        load_task(TaskSource.from_path(path))
+    assert "has no doc_to_choice" in str(error.value) and "Add doc_to_choice" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_missing_data_file_is_a_task_error_naming_the_file_not_unavailable(tmp_path):
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 2}}\n')
+    (tmp_path / "test.jsonl").unlink()
+    with pytest.raises(TaskDataMissing) as error:
+        load_task(TaskSource.from_path(path))
+    assert not isinstance(error.value, TaskUnavailable)  # a skip is only for hub data that cannot be had offline
+    assert f"the data file {tmp_path / 'test.jsonl'} (dataset_kwargs.data_files, split 'test') does not exist" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"shots": 0}, "--icl-shots = 0 is not allowed"),
+        ({"shots": -1}, "--icl-shots = -1 is not allowed"),
+        ({"shots": 2.5}, "--icl-shots = 2.5 is not allowed"),
+        ({"seed": "x"}, "--icl-seed = 'x' is not allowed"),
+        ({"lr": math.nan}, "--icl-lr = nan is not allowed"),
+        ({"lr": math.inf}, "--icl-lr = inf is not allowed"),
+        ({"lr": -1.0}, "--icl-lr = -1.0 is not allowed"),
+        ({"limit": 0}, "--icl-limit = 0 is not allowed"),
+        ({"position": "middle"}, "--icl-position = 'middle' is not allowed"),
+    ],
+)
+def test_bad_overrides_blame_the_option_not_the_task_file(tmp_path, overrides, message):
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 2}}\n')
+    with pytest.raises(TaskSettingsError, match=message.replace("(", r"\(")):
+        load_task(TaskSource.from_path(path), **overrides)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("shots: 2.5", "icl.shots = 2.5"), ("lr: .nan", "icl.lr = nan"), ("seed: 1.5", "icl.seed = 1.5"), ("lr: 0", "icl.lr = 0")],
+)
+def test_bad_file_settings_blame_the_file(tmp_path, setting, message):
+    path = _write_task(tmp_path, BASE + f'doc_to_choice: ["no", "yes"]\nmetadata: {{icl: {{{setting}}}}}\n')
+    with pytest.raises(TaskSettingsError, match=f"^{tmp_path / 't.yaml'}: {message} is not allowed"):
+        load_task(TaskSource.from_path(path))
+
+
+def test_lr_auto_is_kept_until_a_model_chooses_one(tmp_path):
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 2, lr: auto}}\n')
+    task = load_task(TaskSource.from_path(path), limit=2)
+    assert task.settings.lr == "auto"
+    chosen = task.with_lr(3e-3)
+    assert chosen.settings.lr == 3e-3 and chosen.config_hash == task.config_hash and chosen.demonstrations == task.demonstrations
+    assert load_task(TaskSource.from_path(path), lr="auto", limit=2).settings.lr == "auto"
+    with pytest.raises(TaskSettingsError):
+        task.with_lr(math.nan)
+
+
+def test_asking_for_a_missing_validation_split_is_its_own_error(tmp_path):
+    path = _write_task(tmp_path, BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 2}}\n')
+    with pytest.raises(NoValidationSplit, match="no validation split"):
+        load_task(TaskSource.from_path(path), split="validation")
+
+
+def test_a_template_naming_a_missing_column_is_one_paragraph(tmp_path):
+    path = _write_task(tmp_path, BASE.replace("{{text}}", "{{missing_column}}") + 'doc_to_choice: ["no", "yes"]\n')
+    with pytest.raises(TaskError) as error:
+        load_task(TaskSource.from_path(path))
+    assert "\n" not in str(error.value)
+
+
+# ---- the shipped YAMLs are plain lm-eval tasks
+
+MADE_UP = ("antonym_choice", "sentiment_blue_red", "syllable_first", "topic_nonce")
+PAPER = ("sst2", "sst5", "mr", "subj", "agnews", "cb")
+
+
+def test_lm_eval_indexes_every_shipped_task_and_builds_the_made_up_ones(tmp_path, monkeypatch):
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.chdir(tmp_path)  # data files are read relative to the YAML, not the working directory
+    manager = TaskManager(include_path=str(ROOT / "tasks"), include_defaults=False)
+    assert set(MADE_UP + PAPER) <= set(manager.all_tasks)
+    built = manager.load(list(MADE_UP))["tasks"]
+    for name in MADE_UP:
+        task = built[name]
+        assert len(task.eval_docs) == 64 and len(task.fewshot_docs()) == 40 and len(task.validation_docs()) == 24
+        assert task.config.metadata["icl"]["shots"] == 16  # the settings ride along in metadata, unused by lm-eval
+
+
+def test_lm_eval_command_line_runs_a_shipped_task(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "ds")}
+    result = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "dummy", "--include_path", "tasks", "--tasks", "antonym_choice", "--limit", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "|antonym_choice|" in result.stdout.replace(" ", "")
+
+
+def test_builtin_names_come_from_a_cached_index(tmp_path, monkeypatch):
+    import lm_eval.tasks
+
+    monkeypatch.setenv("PYTEST_ICL_CACHE", str(tmp_path))
+    assert builtin_task_exists("sst2") and builtin_task_exists("cb")  # shipped paper tasks share these names
+    assert not builtin_task_exists("antonym_choice") and not builtin_task_exists("sst5")
+    index = tasks_module._builtin_index()
+    assert index["glue"][0] == "TAG"
+    assert index["sst2"][0] == "TASK" and Path(index["sst2"][1]).name == "default.yaml"
+    [cache] = (tmp_path / "lm-eval").glob("index-*.json")
+
+    built = []
+
+    class FakeManager:
+        def __init__(self):
+            built.append(1)
+            self.task_index = {"only_task": type("Entry", (), {"kind": type("K", (), {"name": "TASK"}), "yaml_path": None})}
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", FakeManager)
+    assert builtin_task_exists("sst2") and not built  # read from the cache: no 5 s index
+    cache.write_text("{damaged")
+    assert builtin_task_exists("only_task") and not builtin_task_exists("sst2") and built == [1]  # rebuilt
+    assert builtin_task_exists("only_task") and built == [1]  # and stored again

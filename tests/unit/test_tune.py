@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pytest_icl.tasks import TaskError, TaskSource, load_task
-from pytest_icl.tune import LrSweep, LrTrial, main, sweep_lr
+from pytest_icl.tune import DEFAULT_LRS, LrSweep, LrTrial, main, sweep_lr
 from tests.tiny_models import make_tiny_model, save_tiny_model
 
 TASK = """task: tiny_tune
@@ -21,7 +21,7 @@ doc_to_target: label
 doc_to_choice: ["negative", "positive"]
 target_delimiter: " "
 fewshot_delimiter: "\\n\\n"
-icl: {shots: 4}
+metadata: {icl: {shots: 4}}
 """
 
 
@@ -32,16 +32,20 @@ def _hermetic(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
-@pytest.fixture
-def task_path(tmp_path) -> Path:
-    folder = tmp_path / "tiny_tune"
+def write_tune_task(folder: Path, text: str = TASK) -> Path:
+    """A two-class task with 6 rows per split (words tell the splits apart); returns the YAML path."""
     folder.mkdir()
     for split, words in (("train", "a good film"), ("validation", "the dull plot"), ("test", "one warm story")):
         rows = "".join(f'{{"text": "{words} {i}", "label": {i % 2}}}\n' for i in range(6))
         (folder / f"{split}.jsonl").write_text(rows)
-    path = folder / "tiny_tune.yaml"
-    path.write_text(TASK)
+    path = folder / f"{folder.name}.yaml"
+    path.write_text(text)
     return path
+
+
+@pytest.fixture
+def task_path(tmp_path) -> Path:
+    return write_tune_task(tmp_path / "tiny_tune")
 
 
 def test_validation_split_is_scored_instead_of_test(task_path):
@@ -85,6 +89,17 @@ def test_best_passes_over_lrs_that_do_nothing_or_answer_one_class():
     assert "(FT did nothing)" in lines[1] and "(one answer for everything)" in lines[3]
     # If every lr is degenerate, the most accurate one is still reported.
     assert _sweep((1e-4, 0.8, 0, 0.5), (3e-2, 0.9, 9, 1.0)).best.lr == 3e-2
+
+
+def test_default_candidates_are_half_decade_steps_over_the_papers_range():
+    assert DEFAULT_LRS == tuple(sorted(DEFAULT_LRS)) and DEFAULT_LRS[0] == 1e-4 and DEFAULT_LRS[-1] == 1e-1
+    ratios = [b / a for a, b in zip(DEFAULT_LRS, DEFAULT_LRS[1:])]
+    assert all(2.9 < r < 3.4 for r in ratios)  # 1, 3, 10, 30, ...: log-spaced, no gaps
+
+
+def test_degenerate_trials_are_the_ones_the_rule_passes_over():
+    assert LrTrial(1e-3, 0.5, 0, 0.5).degenerate and LrTrial(1e-3, 0.5, 2, 1.0).degenerate
+    assert not LrTrial(1e-3, 0.5, 2, 0.9).degenerate
 
 
 def test_command_line_prints_a_comment_block_for_the_yaml(task_path, tmp_path, capsys):
