@@ -224,13 +224,18 @@ def choose_lr(
 
 
 def _source(text: str) -> TaskSource:
+    """A YAML path, else a task name: a task file under ./tasks wins over an lm-eval built-in, as in pytest."""
+    from pytest_icl.tasks import find_task
+
     path = Path(text)
-    return TaskSource.from_path(path) if path.suffix in (".yaml", ".yml") else TaskSource.builtin(text)
+    if path.suffix in (".yaml", ".yml"):
+        return TaskSource.from_path(path)
+    return find_task(text, [Path("tasks")] if Path("tasks").is_dir() else []) or TaskSource.builtin(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_icl.tune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("tasks", nargs="+", help="task YAML files (or lm-eval task names)")
+    parser.add_argument("tasks", nargs="+", help="task YAML files, or task names (./tasks first, then lm-eval built-ins)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id, folder or .gguf (default {DEFAULT_MODEL})")
     parser.add_argument("--lr", type=float, nargs="+", default=list(DEFAULT_LRS), help="candidate learning rates")
     parser.add_argument("--shots", type=int, help="override the task's icl.shots")

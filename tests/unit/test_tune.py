@@ -115,3 +115,14 @@ def test_command_line_prints_a_comment_block_for_the_yaml(task_path, tmp_path, c
 def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: cannot read task file")
+
+
+def test_command_line_finds_a_task_name_under_tasks_first(task_path, tmp_path, monkeypatch, capsys):
+    (tmp_path / "tasks").mkdir()
+    task_path.rename(tmp_path / "tasks" / "tiny_tune.yaml")
+    for data in task_path.parent.glob("*.jsonl"):
+        data.rename(tmp_path / "tasks" / data.name)
+    monkeypatch.chdir(tmp_path)
+    model = save_tiny_model("gpt2", tmp_path / "tiny-gpt2")
+    assert main(["tiny_tune", f"--model={model}", "--lr", "1e-2", "--device=cpu"]) == 0
+    assert capsys.readouterr().out.startswith("# tiny_tune on validation")
