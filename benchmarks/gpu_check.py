@@ -20,6 +20,9 @@
    on the GPU, both fp32 with TF32 off; records must agree within |a - b| <= 1e-4 + 1e-4·|b|
    (the bound the CPU tests use for cached vs re-encoded prefixes), and predictions must be
    equal wherever the CPU's top two choices are more than 1e-3 apart.
+4. **Device maps and out of memory.** Saved tiny models loaded through ``--icl-device-map``
+   (a JSON file, and ``auto``) give the plain load's records; a deliberately impossible
+   allocation prints ``placement.describe_oom``'s paragraph with the real figures.
 
 Nothing is downloaded: the tokenizer is the tiny BPE tokenizer of ``tests/tiny_models.py``
 (trained in-process; its ids fit every vocabulary), and the task is read from its JSONL files
@@ -311,6 +314,56 @@ def compare_devices(arch: str, device, report: Report, *, task) -> bool:
     return ok
 
 
+def device_map_loads(arch: str, device, report: Report, *, task, folder: Path) -> bool:
+    """A saved tiny model loaded through ``--icl-device-map`` (a file, and auto) gives the plain load's records."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pytest_icl.placement import check_placement, device_map_kwargs, input_device
+    from pytest_icl.runs import run_settings
+    from tests.tiny_models import make_tokenizer, save_tiny_model
+
+    save_tiny_model(arch, folder)
+    tokenizer = make_tokenizer()
+    plain = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").to(device).eval()
+    expected = run_settings(plain, tokenizer, task)
+    del plain
+    target = 0 if device.type == "cuda" else "cpu"
+    map_file = folder / "device_map.json"
+    map_file.write_text(json.dumps({"": target}))
+    ok = True
+    for name in (str(map_file), "auto"):
+        kwargs = device_map_kwargs(name, device)
+        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", **kwargs).eval()
+        check_placement(model, kwargs["device_map"] if isinstance(kwargs["device_map"], dict) else None)
+        got = run_settings(model, tokenizer, task)
+        same = all(torch.equal(getattr(got, s).predictions, getattr(expected, s).predictions)
+                   and _max_excess(getattr(got, s).outputs, getattr(expected, s).outputs)[1] <= 0 for s in ("zsl", "icl", "ft"))
+        ok &= same
+        report.line(f"{arch}: device map {Path(name).name}: input on {input_device(model)}, records {'equal the plain load' if same else 'DIFFER'}")
+    return ok
+
+
+def oom_message(device, report: Report) -> None:
+    """Ask for far more memory than the GPU has (a plain cudaMalloc that fails at once) and print the paragraph."""
+    import torch
+
+    from pytest_icl.placement import describe_oom, is_out_of_memory
+
+    if device.type != "cuda":
+        report.line("out-of-memory paragraph: skipped on the CPU")
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    try:
+        torch.empty(2 * total, dtype=torch.uint8, device=device)
+    except Exception as error:  # noqa: BLE001 - the check is that it is recognised
+        if not is_out_of_memory(error):
+            raise
+        report.line(f"out-of-memory paragraph: {describe_oom(error, device, batch_size=16)}")
+        return
+    raise RuntimeError("allocating twice the GPU's memory did not fail")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -327,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars would bury the figures
     if args.dry_run:
         device = torch.device("cpu")
     elif not torch.cuda.is_available():
@@ -359,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             report.failures.append(f"{family}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    small = made_up_task(shots=4, limit=16)
+    small = made_up_task(shots=4, limit=min(16, args.limit))
     for arch in (args.archs.split(",") if args.archs else ARCHS):
         try:
             if not compare_devices(arch, device, report, task=small):
@@ -367,6 +421,22 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:
             traceback.print_exc()
             report.failures.append(f"{arch}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    import tempfile
+
+    archs = args.archs.split(",") if args.archs else ARCHS
+    for arch in [a for a in ("llama", "gpt_neo") if a in archs]:
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                if not device_map_loads(arch, device, report, task=small, folder=Path(folder)):
+                    report.failures.append(f"{arch}: a device-map load changed the records")
+        except Exception as error:
+            traceback.print_exc()
+            report.failures.append(f"{arch} device map: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    try:
+        oom_message(device, report)
+    except Exception as error:
+        traceback.print_exc()
+        report.failures.append(f"out of memory: {type(error).__name__}: {error}")
     report.figures["total_s"] = round(time.perf_counter() - start, 1)
     report.figures["failures"] = report.failures
     if args.json is not None:
