@@ -34,18 +34,40 @@ def _task(*, multi_token=False, shots=4, position="label", lr=0.1) -> IclTask:
     )
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neo", "gemma3", "qwen2", "xglm"])
-def test_prefix_cache_reuse_equals_reencoding(arch):
-    model, tokenizer = make_tiny_model(arch)
-    task = _task(multi_token=arch == "llama")
-    cached = run_settings(model, tokenizer, task, batch_size=3)
-    reencoded = run_settings(model, tokenizer, task, batch_size=8, reuse_prefix=False)
+def _assert_same_records(a, b, *, atol=1e-5):
     for setting in ("zsl", "icl", "ft"):
-        a, b = getattr(cached, setting), getattr(reencoded, setting)
-        assert (a.logprobs - b.logprobs).abs().max() < 1e-4
-        torch.testing.assert_close(a.outputs, b.outputs, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(a.eval_scores, b.eval_scores, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(cached.icl.context_scores, reencoded.icl.context_scores, atol=1e-5, rtol=1e-4)
+        x, y = getattr(a, setting), getattr(b, setting)
+        assert (x.logprobs - y.logprobs).abs().max() < atol
+        assert torch.equal(x.predictions, y.predictions)
+        torch.testing.assert_close(x.outputs, y.outputs, atol=atol, rtol=1e-4)
+        torch.testing.assert_close(x.eval_scores, y.eval_scores, atol=atol, rtol=1e-4)
+        torch.testing.assert_close(x.next_logprobs, y.next_logprobs, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(a.icl.context_scores, b.icl.context_scores, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(a.ft.queries, b.ft.queries, atol=atol, rtol=1e-4)
+    assert a.ft_losses == pytest.approx(b.ft_losses, abs=1e-6)
+
+
+# Gemma 3 (sliding-window cache) and GPT-Neo (local attention) see only the last 4 keys in their
+# local layers: any padding inside a row would show there.
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neo", "gemma3", "qwen2", "xglm"])
+@pytest.mark.parametrize("multi_token", [False, True], ids=["single-token", "multi-token"])
+def test_prefix_and_query_reuse_equal_reencoding_every_row(arch, multi_token):
+    model, tokenizer = make_tiny_model(arch)
+    task = _task(multi_token=multi_token)
+    shared = run_settings(model, tokenizer, task, batch_size=3)
+    plain = run_settings(model, tokenizer, task, batch_size=8, reuse_prefix=False, shared_query=False)
+    _assert_same_records(shared, plain)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "gpt_neo", "llama"])
+def test_two_level_choice_scoring_equals_one_row_per_choice(arch):
+    """Issue 10.3: the query encoded once, its cache copied per choice, vs a row per choice."""
+    model, tokenizer = make_tiny_model(arch)
+    task = _task(multi_token=True)
+    assert not encode_task(task, tokenizer).icl.single_token
+    two_level = run_settings(model, tokenizer, task, batch_size=4)
+    row_per_choice = run_settings(model, tokenizer, task, batch_size=4, shared_query=False)
+    _assert_same_records(two_level, row_per_choice)
 
 
 def test_choice_scores_are_summed_token_logprobs():
@@ -55,14 +77,14 @@ def test_choice_scores_are_summed_token_logprobs():
     example = task.eval_examples[0]
     # Independent: score the full ICL prompt + choice text in one plain forward.
     encoded = encode_task(task, tokenizer)
-    for j, choice_ids in enumerate(encoded.choices[0]):
-        ids = list(encoded.icl_prefix) + list(encoded.queries[0]) + list(choice_ids)
+    for j, choice_ids in enumerate(encoded.icl.continuations[0]):
+        ids = list(encoded.icl.contexts[0]) + list(choice_ids)
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
         start = len(ids) - len(choice_ids)
         expected = sum(logp[start - 1 + t, tok].item() for t, tok in enumerate(choice_ids))
         assert records.icl.logprobs[0, j].item() == pytest.approx(expected, abs=1e-4)
-    assert len(encoded.choices[0][0]) > 1 and example.choices[0].startswith("a ")
+    assert len(encoded.icl.continuations[0][0]) > 1 and example.choices[0].startswith("a ")
 
 
 def test_shapes_and_position_choice():

@@ -1,0 +1,97 @@
+"""Same token ids, log-probabilities and accuracy as lm-eval's HF backend (issue 8.1).
+
+For every shipped made-up task and every tiny architecture, the ZSL and ICL requests are built
+as lm-eval's ``ConfigurableTask.construct_requests`` builds a ``multiple_choice`` request
+(``(context, target_delimiter + choice)`` per choice) and given to
+``lm_eval.models.huggingface.HFLM`` wrapping the same model object: its ``_encode_pair`` gives the
+token ids, its ``loglikelihood`` the scores we compare with ``runs.score_setting``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_icl.capture import AttentionCapture
+from pytest_icl.encoding import encode_task
+from pytest_icl.runs import score_setting
+from pytest_icl.tasks import TaskSource, load_task
+from tests.tiny_models import ARCHS, make_tiny_model, make_tokenizer
+
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
+MADE_UP = ("antonym_choice", "sentiment_blue_red", "syllable_first", "topic_nonce")
+SHOTS = 4  # the tiny models take 256 positions; the tiny tokenizer needs ~40 tokens a demonstration
+
+
+@functools.lru_cache(maxsize=None)
+def _task(name: str):
+    return load_task(TaskSource.from_path(TASKS / name / f"{name}.yaml"), shots=SHOTS, limit=8)
+
+
+def _requests(task, *, shots: bool):
+    from lm_eval.api.instance import Instance
+
+    return [
+        [
+            Instance(request_type="loglikelihood", doc={}, arguments=(task.prompt(example, shots=shots), task.target_delimiter + choice), idx=j)
+            for j, choice in enumerate(example.choices)
+        ]
+        for example in task.eval_examples
+    ]
+
+
+def _hflm(model, tokenizer):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=64, device="cpu")
+
+
+@pytest.mark.parametrize("name", MADE_UP)
+def test_token_ids_are_lm_evals_requests(name):
+    task = _task(name)
+    model, tokenizer = make_tiny_model("gpt2")
+    lm = _hflm(model, tokenizer)
+    encoded = encode_task(task, tokenizer, max_length=lm.max_length)
+    for setting, shots in ((encoded.icl, True), (encoded.zsl, False)):
+        for requests, context, continuations in zip(_requests(task, shots=shots), setting.contexts, setting.continuations):
+            for request, continuation in zip(requests, continuations):
+                assert lm._encode_pair(*request.args) == (list(context), list(continuation))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_logprobs_and_accuracy_equal_hflm_loglikelihood(arch):
+    model, tokenizer = make_tiny_model(arch)
+    lm = _hflm(model, tokenizer)
+    ours, requests = {}, {}
+    capture = AttentionCapture(model)
+    try:
+        for name in MADE_UP:
+            task = _task(name)
+            encoded = encode_task(task, tokenizer, max_length=lm.max_length)
+            gold = torch.tensor([e.gold for e in task.eval_examples])
+            ours[name, "icl"] = score_setting(model, capture, encoded.icl, gold, context_spans=encoded.demo_spans)
+            ours[name, "zsl"] = score_setting(model, capture, encoded.zsl, gold)
+            for setting in ("icl", "zsl"):
+                requests[name, setting] = _requests(task, shots=setting == "icl")
+    finally:
+        capture.remove()
+    # One loglikelihood call for everything: HFLM batches and reorders requests itself.
+    flat = iter(lm.loglikelihood([r for rs in requests.values() for example in rs for r in example], disable_tqdm=True))
+    for (name, setting), record in ours.items():
+        theirs = torch.full_like(record.logprobs, float("-inf"))
+        for i, example in enumerate(requests[name, setting]):
+            for j in range(len(example)):
+                theirs[i, j] = next(flat)[0]
+        gold = torch.tensor([e.gold for e in _task(name).eval_examples])
+        assert (record.logprobs - theirs).abs().max() < 1e-4, f"{name} {setting}"
+        assert torch.equal(record.correct, theirs.argmax(dim=1) == gold), f"{name} {setting}"
+
+
+def test_the_tiny_tokenizer_leaves_room_for_the_shots():
+    # A guard for the test above: every task's ICL prompt fits the tiny models, so nothing is truncated.
+    tokenizer = make_tokenizer()
+    for name in MADE_UP:
+        assert encode_task(_task(name), tokenizer).longest_icl_input() <= 256
