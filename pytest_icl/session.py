@@ -1,50 +1,33 @@
-"""The state of one pytest run: options, the loaded model, finished analyses, result rows.
+"""The state of one pytest run in one process: the loaded model and the finished analyses.
 
 One :class:`IclSession` lives in ``config.stash``. It owns the only reference to the loaded
-model (one model resident at a time: loading another frees the first), memoises each
-task × model analysis so the property tests of a pair share one run, and gathers result rows
-from test reports (which also works across pytest-xdist workers).
+model (one model resident at a time: loading another frees the first) and memoises each
+task × model analysis, so the property tests of a pair share one run. The memo key is the
+model, the task's *content* hash and every setting that changes the analysis: two inline tasks
+of the same name but different shots are two analyses. Errors are memoised too, so a model or
+task that cannot be used costs one attempt and gives every item the same one-line message.
+
+Controller-side results (rows, outcomes, files) are :mod:`pytest_icl.results`'s job.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_icl import report
-from pytest_icl.models import DEFAULT_MODEL, ModelError, ModelSpec, resolve_model
+from pytest_icl.models import ModelError, ModelSpec, empty_cuda_cache, resolve_model
+from pytest_icl.options import IclOptions
 from pytest_icl.properties import margins_for
-from pytest_icl.tasks import TaskError, TaskSource
+from pytest_icl.tasks import AUTO_LR, TaskError, TaskSource
 
 if TYPE_CHECKING:
     from pytest_icl.analysis import Analysis
     from pytest_icl.models import LoadedModel
     from pytest_icl.runs import Records
     from pytest_icl.tasks import IclTask
-
-
-@dataclass(frozen=True)
-class IclOptions:
-    models: tuple[str, ...] = (DEFAULT_MODEL,)
-    tasks: tuple[str, ...] = ()  # filter by name; a named task that cannot load fails instead of skipping
-    shots: int | None = None
-    seed: int | None = None
-    lr: float | None = None
-    position: str | None = None
-    limit: int | None = None
-    device: str = "auto"
-    dtype: str = "float32"
-    report: Path | None = None
-    data: dict[str, str] = field(default_factory=dict)
-    thresholds: dict[str, float] = field(default_factory=dict)
-    batch_size: int = 16
-    baseline: Path | None = None  # --icl-baseline FILE
-    baseline_update: bool = False  # --icl-baseline-update: write FILE after the run instead of comparing
-    baseline_model: str | None = None  # --icl-baseline-model NAME: compare with NAME's stored rows
-    tolerances: dict[str, float] = field(default_factory=dict)  # --icl-tolerance METRIC=VALUE
 
 
 @dataclass(frozen=True)
@@ -73,6 +56,7 @@ class IclResult:
     records: Records
     row: dict[str, Any]
     margins: dict[str, float]  # defaults < the task's icl.thresholds < --icl-threshold
+    controls: dict[str, Any] | None = None  # control name -> its values (opt-in, --icl-controls)
 
     def check(self, name: str, margin: float | None = None):
         """Check one property (``accuracy``, ``rec2ftp``, ``simaou``, ``simam``, ``kendall``)."""
@@ -94,6 +78,7 @@ class ModelPool:
         self.loads: list[str] = []
 
     def get(self, spec: ModelSpec) -> LoadedModel:
+        from pytest_icl.architectures import architecture_of
         from pytest_icl.models import load_model
 
         if spec.id in self.failures:
@@ -102,12 +87,21 @@ class ModelPool:
             return self.current
         self.close()
         try:
-            self.current = load_model(spec, device=self.options.device, dtype=self.options.dtype, progress=self.progress)
+            loaded = load_model(
+                spec, device=self.options.device, dtype=self.options.dtype, device_map=self.options.device_map,
+                progress=self.progress,
+            )
+            try:
+                architecture_of(loaded.model)  # an unsupported model fails here, once, not per task
+            except ModelError:
+                loaded.close()
+                raise
         except ModelError as error:
             self.failures[spec.id] = str(error)
             raise
+        self.current = loaded
         self.loads.append(spec.id)
-        return self.current
+        return loaded
 
     def close(self) -> None:
         if self.current is not None:
@@ -120,9 +114,7 @@ class IclSession:
         self.options = options
         self.is_worker = is_worker
         self.pool = ModelPool(options, self._progress_line)
-        self._results: dict[tuple[str, str], IclResult | Exception] = {}
-        self.rows: dict[tuple, dict[str, Any]] = {}
-        self.property_outcomes: dict[str, dict[str, str]] = {}  # pair -> property -> outcome
+        self._results: dict[tuple, IclResult | Exception] = {}
         self.baseline = None  # pytest_icl.baseline.Baseline, read at configure when comparing
 
     # ---- models and analyses
@@ -130,9 +122,12 @@ class IclSession:
     def model_specs(self) -> list[ModelSpec]:
         return [resolve_model(name) for name in self.options.models]
 
+    def memo_key(self, case: IclCase) -> tuple:
+        return (case.model.id, case.task.content_hash, self.options.analysis_key(case.task.name))
+
     def result(self, case: IclCase) -> IclResult:
         """The memoised analysis of ``case``'s task on its model (errors are memoised too)."""
-        key = (case.model.id, case.task.path and str(case.task.path) or case.task.name)
+        key = self.memo_key(case)
         if key not in self._results:
             try:
                 self._results[key] = self._analyse(case)
@@ -149,6 +144,7 @@ class IclSession:
         from pytest_icl.tasks import load_task
 
         o = self.options
+        lm = self.pool.get(case.model)  # first: an unusable model fails before its tasks are loaded
         task = load_task(
             case.task, shots=o.shots, seed=o.seed, lr=o.lr, position=o.position, limit=o.limit,
             data=o.data.get(case.task.name),
@@ -157,20 +153,33 @@ class IclSession:
             margins = margins_for(task.settings.thresholds, o.thresholds)
         except ValueError as error:
             raise TaskError(f"{case.task.origin}: {error}") from None
-        lm = self.pool.get(case.model)
+        lr_choice = None
+        if task.settings.lr == AUTO_LR:  # per model: FT's effect depends on the lr more than on anything else
+            from pytest_icl.tune import choose_lr
+
+            lr_choice = choose_lr(
+                lm.model, lm.tokenizer, case.task, weights_hash=lm.weights_hash, shots=o.shots, seed=o.seed,
+                position=o.position, data=o.data.get(case.task.name), batch_size=o.batch_size,
+            )
+            task = task.with_lr(lr_choice.lr)
         bars = _ProgressBars()
         try:
-            records = run_settings(lm.model, lm.tokenizer, task, batch_size=o.batch_size, progress=bars.update)
+            records = _run(lambda: run_settings(lm.model, lm.tokenizer, task, batch_size=o.batch_size, progress=bars.update), lm, o.batch_size)
         finally:
             bars.close()
         start = time.perf_counter()
         analysis = analyse(records, seed=task.settings.seed)
         analysis.timings["metrics"] = time.perf_counter() - start
         analysis.timings["load_model"] = lm.load_seconds
+        row = self._row(task, lm, analysis)
+        row["lr_source"] = lr_choice.source if lr_choice else "fixed"  # validation | cache | fixed
+        if lr_choice is not None:
+            row["lr_reason"] = lr_choice.reason
+        if o.report is not None:
+            report.write_samples(o.report, row, task, records)
         return IclResult(
             task=task, model_id=case.model.id, values=analysis.values, intervals=analysis.intervals,
-            layers=analysis.layers, counts=analysis.counts, records=records, row=self._row(task, lm, analysis),
-            margins=margins,
+            layers=analysis.layers, counts=analysis.counts, records=records, row=row, margins=margins,
         )
 
     def _row(self, task: IclTask, lm: LoadedModel, analysis: Analysis) -> dict[str, Any]:
@@ -199,37 +208,30 @@ class IclSession:
     def close(self) -> None:
         self.pool.close()
 
-    # ---- rows (controller side)
-
-    def add_row(self, row: dict[str, Any]) -> None:
-        key = report.row_key(row)
-        if key in self.rows:
-            return
-        self.rows[key] = row
-        self.write_report()
-
-    def add_property_outcome(self, pair: str, name: str, outcome: str) -> None:
-        self.property_outcomes.setdefault(pair, {})[name] = outcome
-        self.write_report()
-
-    def finished_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        order = {name: index for index, name in enumerate(self.options.models)}
-        # Sorted, so the table and files read the same with and without xdist (rows arrive as workers finish).
-        for row in sorted(self.rows.values(), key=lambda r: (order.get(r["model"], len(order)), r["model_id"], r["task"])):
-            pair = f"{row['model_id']}-{row['task']}"
-            rows.append({**row, "properties": dict(self.property_outcomes.get(pair, {}))})
-        return rows
-
-    def write_report(self) -> None:
-        if self.options.report is not None and self.rows:
-            report.write_results(self.options.report, self.finished_rows())
-
     # ---- progress
 
     def _progress_line(self, message: str) -> None:
         if sys.__stderr__ is not None and sys.__stderr__.isatty():
             print(f"\r[pytest-icl] {message}", file=sys.__stderr__, flush=True)
+
+
+def _run(work, lm: LoadedModel, batch_size: int):
+    """Run an analysis stage; out of memory becomes a ModelError with the figures (the other pairs go on)."""
+    import gc
+
+    from pytest_icl.placement import describe_oom, is_out_of_memory
+
+    message = None
+    try:
+        return work()
+    except Exception as error:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
+        if not is_out_of_memory(error):
+            raise
+        message = describe_oom(error, lm.device, batch_size=batch_size)
+    # Outside the except block: the error's traceback holds the failed pass's tensors.
+    gc.collect()
+    empty_cuda_cache()
+    raise ModelError(message)
 
 
 class _ProgressBars:

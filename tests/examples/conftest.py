@@ -1,7 +1,7 @@
 """Keep ``pytest tests`` from running the examples against the default model by accident.
 
 The examples run only when a model is named: ``pytest tests/examples --icl-model <model>``
-(or ``icl_models`` in the ini file). Otherwise they are skipped, saying so; the default model
+(or ``icl_model`` in the ini file). Otherwise they are skipped, saying so; the default model
 (SmolLM2-135M) would take minutes on a CPU.
 """
 
@@ -13,7 +13,7 @@ HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("icl_models") or config.getini("icl_models"):
+    if config.getoption("icl_model") or config.getini("icl_model"):
         return
     skip = pytest.mark.skip(reason="example: pass --icl-model MODEL to run it (e.g. --icl-model gpt2)")
     for item in items:

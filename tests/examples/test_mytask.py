@@ -88,7 +88,7 @@ inline_task = pytest.mark.icl_task(
         "doc_to_text": "{{review}}\nQuestion: is this review positive or negative?\nAnswer:",
         "doc_to_choice": ["negative", "positive"],
         "doc_to_target": "label",
-        "icl": {"shots": 2},
+        "metadata": {"icl": {"shots": 2}},
     }
 )
 

@@ -59,7 +59,7 @@ def task_config(name: str, *, icl: dict | None = None, **overrides) -> dict:
         "doc_to_choice": "choices",
         "target_delimiter": " ",
         "fewshot_delimiter": "\n\n",
-        "icl": {"shots": 4, **(icl or {})},
+        "metadata": {"version": 1.0, "icl": {"shots": 4, **(icl or {})}},
     }
     config.update(overrides)
     return config

@@ -46,7 +46,7 @@ USER_TESTS = """
         "doc_to_text": "{{word}} ->",
         "doc_to_choice": "choices",
         "doc_to_target": "label",
-        "icl": {"shots": 2},
+        "metadata": {"icl": {"shots": 2}},
     })
     def test_inline_config(icl_analysis):
         assert icl_analysis.task.name == "inline"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_icl import baseline as B
+from pytest_icl import comparison as C
 from pytest_icl import report
 
 
@@ -58,7 +59,7 @@ def verdicts(comparison) -> dict[str, str]:
 
 def test_identical_rows_pass_with_every_compared_metric_ok():
     row = make_row()
-    comparison = B.compare(row, base(row), TOL)
+    comparison = C.compare(row, base(row), TOL)
     assert comparison.status == "passed" and comparison.passed
     assert set(verdicts(comparison)) == set(B.COMPARED)
     assert set(verdicts(comparison).values()) == {"ok"}
@@ -68,7 +69,7 @@ def test_identical_rows_pass_with_every_compared_metric_ok():
 def test_drop_beyond_tolerance_and_both_intervals_is_a_regression_with_a_readable_diff():
     stored = make_row()
     new = with_value(stored, "simaou", 0.3, interval=(0.25, 0.35))  # -0.2; stored CI [0.45, 0.55]
-    comparison = B.compare(new, base(stored, path="/x/bl.json"), TOL)
+    comparison = C.compare(new, base(stored, path="/x/bl.json"), TOL)
     assert comparison.status == "regressed" and not comparison.passed
     assert [d.metric for d in comparison.regressions] == ["simaou"]
     message = comparison.message
@@ -83,20 +84,20 @@ def test_drop_beyond_tolerance_and_both_intervals_is_a_regression_with_a_readabl
 def test_drop_inside_the_stored_interval_is_not_a_regression():
     stored = make_row()
     new = with_value(stored, "simaou", 0.46, interval=(0.40, 0.52))  # beyond tolerance 0.02, inside [0.45, 0.55]
-    assert verdicts(B.compare(new, base(stored), TOL))["simaou"] == "ok"
+    assert verdicts(C.compare(new, base(stored), TOL))["simaou"] == "ok"
 
 
 def test_drop_outside_intervals_but_within_tolerance_is_not_a_regression():
     stored = with_value(make_row(), "kendall", 0.5, interval=(0.499, 0.501))
     new = with_value(stored, "kendall", 0.485, interval=(0.484, 0.486))  # -0.015 < 0.02
-    assert verdicts(B.compare(new, base(stored), TOL))["kendall"] == "ok"
-    assert B.compare(new, base(stored), {**TOL, "kendall": 0.01}).status == "regressed"
+    assert verdicts(C.compare(new, base(stored), TOL))["kendall"] == "ok"
+    assert C.compare(new, base(stored), {**TOL, "kendall": 0.01}).status == "regressed"
 
 
 def test_a_change_of_exactly_the_tolerance_is_not_a_regression():
     stored = with_value(make_row(), "simaou", 0.5, interval=(0.5, 0.5))
     new = with_value(stored, "simaou", 0.5 - 0.02, interval=(0.48, 0.48))
-    assert verdicts(B.compare(new, base(stored), TOL))["simaou"] == "ok"
+    assert verdicts(C.compare(new, base(stored), TOL))["simaou"] == "ok"
 
 
 def test_one_flipped_example_under_a_degenerate_stored_interval_is_not_significant():
@@ -104,15 +105,15 @@ def test_one_flipped_example_under_a_degenerate_stored_interval_is_not_significa
     # still holds 1.0. Outside the stored interval and beyond 0.05, but not a regression.
     stored = with_value(make_row(), "acc_icl", 1.0, interval=(1.0, 1.0))
     new = with_value(stored, "acc_icl", 11 / 12, interval=(0.75, 1.0))
-    assert verdicts(B.compare(new, base(stored), TOL))["acc_icl"] == "ok"
+    assert verdicts(C.compare(new, base(stored), TOL))["acc_icl"] == "ok"
     collapsed = with_value(stored, "acc_icl", 0.5, interval=(0.25, 0.75))
-    assert verdicts(B.compare(collapsed, base(stored), TOL))["acc_icl"] == "regressed"
+    assert verdicts(C.compare(collapsed, base(stored), TOL))["acc_icl"] == "regressed"
 
 
 def test_improvements_pass_and_are_marked():
     stored = make_row()
     new = with_value(stored, "simam_after", 0.8, interval=(0.75, 0.85))
-    comparison = B.compare(new, base(stored), TOL)
+    comparison = C.compare(new, base(stored), TOL)
     assert comparison.passed and verdicts(comparison)["simam_after"] == "improved"
 
 
@@ -121,7 +122,7 @@ def test_controls_are_never_compared():
     new = copy.deepcopy(stored)
     for control in B.NOT_COMPARED:
         new = with_value(new, control, -0.9, interval=(-0.95, -0.85))
-    comparison = B.compare(new, base(stored), TOL)
+    comparison = C.compare(new, base(stored), TOL)
     assert comparison.passed
     assert not set(verdicts(comparison)) & set(B.NOT_COMPARED)
 
@@ -129,24 +130,24 @@ def test_controls_are_never_compared():
 def test_a_metric_that_became_undefined_fails_and_one_undefined_before_does_not():
     stored = make_row()
     new = with_value(stored, "rec2ftp", math.nan, interval=(math.nan, math.nan))
-    comparison = B.compare(new, base(stored), TOL)
+    comparison = C.compare(new, base(stored), TOL)
     assert comparison.status == "regressed" and verdicts(comparison)["rec2ftp"] == "undefined"
     assert "UNDEFINED" in comparison.message
 
     stored_none = with_value(stored, "rec2ftp", None, interval=(None, None))  # NaN as stored in JSON
-    assert B.compare(stored, base(stored_none), TOL).passed
-    assert B.compare(new, base(stored_none), TOL).passed
+    assert C.compare(stored, base(stored_none), TOL).passed
+    assert C.compare(new, base(stored_none), TOL).passed
 
 
 def test_a_metric_missing_from_an_older_stored_row_is_reported_not_failed():
     stored = make_row()
     del stored["values"]["simam_delta"]
-    comparison = B.compare(make_row(), base(stored), TOL)
+    comparison = C.compare(make_row(), base(stored), TOL)
     assert comparison.passed and verdicts(comparison)["simam_delta"] == "not stored"
 
 
 def test_missing_row_fails_and_says_how_to_add_it():
-    comparison = B.compare(make_row(task="other"), base(make_row()), TOL)
+    comparison = C.compare(make_row(task="other"), base(make_row()), TOL)
     assert comparison.status == "missing" and not comparison.passed
     assert "--icl-baseline-update" in comparison.message
 
@@ -158,7 +159,7 @@ def test_missing_row_fails_and_says_how_to_add_it():
 def test_a_key_mismatch_is_reported_never_compared(field, value):
     stored = make_row()
     new = with_value(make_row(**{field: value}), "simaou", 0.0, interval=(0.0, 0.0))  # would regress
-    comparison = B.compare(new, base(stored), TOL)
+    comparison = C.compare(new, base(stored), TOL)
     assert comparison.status == "mismatch" and not comparison.passed
     assert comparison.diffs == []
     assert comparison.mismatches == [(field, stored[field], value)]
@@ -167,7 +168,7 @@ def test_a_key_mismatch_is_reported_never_compared(field, value):
 
 def test_a_dtype_mismatch_suggests_the_cross_dtype_comparison():
     stored = make_row()
-    comparison = B.compare(make_row(dtype="bfloat16"), base(stored), TOL)
+    comparison = C.compare(make_row(dtype="bfloat16"), base(stored), TOL)
     assert comparison.status == "mismatch"
     assert "--icl-baseline-model tiny:float32" in comparison.message
 
@@ -175,7 +176,7 @@ def test_a_dtype_mismatch_suggests_the_cross_dtype_comparison():
 def test_update_keeps_one_row_per_dtype_and_the_right_one_is_compared():
     fp32, bf16 = make_row(), with_value(make_row(dtype="bfloat16"), "simaou", 0.1, interval=(0.05, 0.15))
     new_bf16 = with_value(make_row(dtype="bfloat16"), "simaou", 0.1, interval=(0.05, 0.15))
-    assert B.compare(new_bf16, base(fp32, bf16), TOL).passed
+    assert C.compare(new_bf16, base(fp32, bf16), TOL).passed
 
 
 # ---- comparing with another model's row
@@ -184,7 +185,7 @@ def test_update_keeps_one_row_per_dtype_and_the_right_one_is_compared():
 def test_cross_dtype_comparison_with_baseline_model():
     stored = make_row()
     new = with_value(make_row(dtype="bfloat16", weights_hash="b" * 64), "kendall", 0.2, interval=(0.15, 0.25))
-    comparison = B.compare(new, base(stored), TOL, against="tiny")
+    comparison = C.compare(new, base(stored), TOL, against="tiny")
     assert comparison.status == "regressed" and [d.metric for d in comparison.regressions] == ["kendall"]
     assert comparison.stored["dtype"] == "float32"
     assert "stored row of tiny (float32" in comparison.message
@@ -193,34 +194,34 @@ def test_cross_dtype_comparison_with_baseline_model():
 def test_cross_model_comparison_by_typed_name_or_id():
     stored = make_row(model="smollm2", model_id="smollm2-135m")
     new = make_row(model_id="other", weights_hash="o" * 64)
-    assert B.compare(new, base(stored), TOL, against="smollm2-135m").passed
-    assert B.compare(new, base(stored), TOL, against="smollm2").passed
+    assert C.compare(new, base(stored), TOL, against="smollm2-135m").passed
+    assert C.compare(new, base(stored), TOL, against="smollm2").passed
 
 
 def test_cross_model_comparison_still_needs_the_same_experiment():
     stored = make_row(model_id="ref")
-    comparison = B.compare(make_row(shots=8), base(stored), TOL, against="ref")
+    comparison = C.compare(make_row(shots=8), base(stored), TOL, against="ref")
     assert comparison.status == "mismatch" and comparison.mismatches == [("shots", 4, 8)]
 
 
 def test_several_dtypes_of_the_reference_model_need_name_colon_dtype():
     fp32, bf16 = make_row(model_id="ref"), make_row(model_id="ref", dtype="bfloat16")
     new = make_row(dtype="float16")
-    ambiguous = B.compare(new, base(fp32, bf16), TOL, against="ref")
+    ambiguous = C.compare(new, base(fp32, bf16), TOL, against="ref")
     assert ambiguous.status == "mismatch" and "ref:DTYPE" in ambiguous.message
-    picked = B.compare(new, base(fp32, bf16), TOL, against="ref:bfloat16")
+    picked = C.compare(new, base(fp32, bf16), TOL, against="ref:bfloat16")
     assert picked.passed and picked.stored["dtype"] == "bfloat16"
 
 
 def test_unknown_reference_model_is_missing_and_lists_stored_models():
-    comparison = B.compare(make_row(), base(make_row(model_id="a")), TOL, against="zzz")
+    comparison = C.compare(make_row(), base(make_row(model_id="a")), TOL, against="zzz")
     assert comparison.status == "missing" and "'zzz'" in comparison.message and "a" in comparison.message
 
 
 def test_comparison_travels_as_plain_json():
     stored = make_row()
     new = with_value(stored, "simaou", 0.3, interval=(0.25, 0.35))
-    data = json.loads(json.dumps(B.compare(new, base(stored), TOL).to_dict()))
+    data = json.loads(json.dumps(C.compare(new, base(stored), TOL).to_dict()))
     assert data["status"] == "regressed" and data["pair"] == "tiny-ant"
     assert {d["metric"]: d["verdict"] for d in data["diffs"]}["simaou"] == "regressed"
     assert "REGRESSED" in data["message"]
@@ -258,7 +259,7 @@ def test_task_tolerances_are_checked():
 def test_an_infinite_tolerance_switches_a_metric_off():
     stored = make_row()
     new = with_value(stored, "simaou", 0.0, interval=(0.0, 0.0))
-    assert B.compare(new, base(stored), {**TOL, "simaou": math.inf}).passed
+    assert C.compare(new, base(stored), {**TOL, "simaou": math.inf}).passed
 
 
 # ---- the file
@@ -346,7 +347,7 @@ def test_update_writes_nan_as_null_and_reads_it_back(tmp_path):
     assert "NaN" not in text
     data = json.loads(text)
     assert data["format"] == B.FORMAT and data["rows"][0]["values"]["rec2ftp"] is None
-    assert B.compare(make_row(), B.read_baseline(path), TOL).passed
+    assert C.compare(make_row(), B.read_baseline(path), TOL).passed
 
 
 def test_an_update_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -376,7 +377,7 @@ def test_notable_changes_lists_what_moved_beyond_its_tolerance():
     new = with_value(stored, "acc_icl", 11 / 12, interval=(0.75, 1.0))  # beyond 0.05, inside the new interval
     new = with_value(new, "simaou", 0.8, interval=(0.75, 0.85))  # improved
     new = with_value(new, "kendall", 0.51)  # within the tolerance: not listed
-    line = B.notable_changes(B.compare(new, base(stored), TOL).to_dict())
+    line = C.notable_changes(C.compare(new, base(stored), TOL).to_dict())
     assert line == "tiny-ant vs tiny (float32): acc_icl 1.000→0.917 (-0.083, within the intervals), simaou 0.500→0.800 (+0.300, improved)"
-    assert B.notable_changes(B.compare(stored, base(stored), TOL).to_dict()) is None
-    assert B.notable_changes(B.compare(make_row(shots=9), base(stored), TOL).to_dict()) is None  # mismatch: no diffs
+    assert C.notable_changes(C.compare(stored, base(stored), TOL).to_dict()) is None
+    assert C.notable_changes(C.compare(make_row(shots=9), base(stored), TOL).to_dict()) is None  # mismatch: no diffs

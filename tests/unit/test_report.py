@@ -58,15 +58,30 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         ({"accuracy": "failed", "rec2ftp": "failed", "simam": "xfailed"}, "FAIL accuracy,rec2ftp xfail simam"),
         ({"accuracy": "skipped", "simam": "skipped"}, "skip"),
         ({}, "-"),
+        ({"accuracy": "failed", "simaou": "inconclusive", "kendall": "inconclusive"}, "FAIL accuracy inconclusive simaou,kendall"),
+        ({"accuracy": "passed", "simaou": "error"}, "FAIL simaou"),
     ],
-    ids=["pass", "xfail-and-xpass", "fail-keeps-xfail", "skip", "nothing-ran"],
+    ids=["pass", "xfail-and-xpass", "fail-keeps-xfail", "skip", "nothing-ran", "gated", "error"],
 )
 def test_the_result_column_names_failures_expected_failures_and_fixes(outcomes, verdict):
     row = {
-        "model_id": "m", "task": "t", "shots": 4, "eval": 8, "properties": outcomes,
+        "model_id": "m", "task": "t", "shots": 4, "eval": 8, "lr": 3e-3, "lr_source": "fixed", "properties": outcomes,
         "values": dict.fromkeys(("acc_zsl", "acc_icl", "acc_ft", "rec2ftp", "rec2ftp_chance", "simaou",
                                  "simaou_fair_random", "simam_before", "simam_after", "kendall", "kendall_random"), 0.5),
     }  # fmt: skip
     header, rule, line = format_table([row])
     assert header.split()[-1] == "result" and set(rule) <= {"-", " "}
     assert line.endswith(verdict)
+
+
+def test_the_lr_column_marks_a_per_model_choice():
+    values = dict.fromkeys(("acc_zsl", "acc_icl", "acc_ft", "rec2ftp", "rec2ftp_chance", "simaou", "simaou_fair_random",
+                            "simam_before", "simam_after", "kendall", "kendall_random"), 0.5)  # fmt: skip
+    rows = [
+        {"model_id": "m", "task": "fixed", "shots": 4, "eval": 8, "lr": 3e-3, "lr_source": "fixed", "values": values},
+        {"model_id": "m", "task": "chosen", "shots": 4, "eval": 8, "lr": 1e-2, "lr_source": "validation", "values": values},
+    ]
+    header, _, fixed, chosen = format_table(rows)
+    assert "lr" in header.split()
+    assert "0.003 " in fixed and "auto" not in fixed
+    assert "0.01 auto" in chosen

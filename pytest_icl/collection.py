@@ -1,0 +1,133 @@
+"""What pytest collects: task files become one item per model × property (and per control).
+
+Node ids read ``<task file>::test_icl[<model>-<task>-<property>]``; they are stable across runs,
+so ``--lf``, ``--ff`` and ``-k`` select items as for ordinary tests. Tasks named with
+``--icl-task`` that no collected file defines are looked up in the task folders, then among
+lm-eval's built-ins, and collected under a ``lm-eval-tasks`` node.
+
+The generated test functions live here too: each checks one property of the pair's shared
+analysis, or the pair against the stored baseline.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_icl.properties import CONTROL_PROPERTIES, PROPERTIES, SIMILARITY_PROPERTIES, margins_for
+from pytest_icl.session import IclCase, IclSession
+from pytest_icl.tasks import TaskError, TaskSettings, TaskSource
+
+SESSION = pytest.StashKey[IclSession]()
+
+
+class PropertyFailed(pytest.fail.Exception):
+    """A generated test's property does not hold.
+
+    The only failure a task's ``expected_failures`` excuses (``xfail(raises=...)``): a task
+    that cannot be analysed at all still errors, instead of hiding behind an expected failure.
+    """
+
+
+def fail(message: str) -> None:
+    """``pytest.fail`` that does not also print the exception being handled (one message, no chain)."""
+    error = pytest.fail.Exception(message, pytrace=False)
+    error.__suppress_context__ = True
+    raise error
+
+
+def skip(message: str) -> None:
+    error = pytest.skip.Exception(message)
+    error.__suppress_context__ = True
+    raise error
+
+
+INCONCLUSIVE = "inconclusive"
+
+
+def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
+    """Generated test: one property of one task × model analysis."""
+    case = request.node.icl_case
+    session = request.config.stash[SESSION]
+    name = case.property_name
+    if name in SIMILARITY_PROPERTIES and session.options.accuracy_gate:
+        gate = icl_analysis.check("accuracy")
+        if not gate.passed:
+            # No in-context learning to explain: a similarity verdict would be meaningless either way.
+            skip(f"{INCONCLUSIVE}: [{case.pair}] {gate.message}; {icl_analysis.check(name).message}")
+    if name in CONTROL_PROPERTIES:
+        check = icl_analysis.check_control(name)
+    else:
+        check = icl_analysis.check(name)  # margins: defaults < task < CLI
+    if not check.passed:
+        raise PropertyFailed(f"[{case.pair}] {check.message}", pytrace=False)
+
+
+def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:
+    """Generated test: this task × model's metrics against the row stored in --icl-baseline."""
+    from pytest_icl.baseline import tolerances_for
+    from pytest_icl.comparison import compare
+
+    session = request.config.stash[SESSION]
+    try:
+        tolerances = tolerances_for(icl_analysis.task.settings.tolerances, session.options.tolerances)
+    except ValueError as error:
+        fail(f"{icl_analysis.task.name}: {error}")
+    comparison = compare(icl_analysis.row, session.baseline, tolerances, against=session.options.baseline_model)
+    request.node.icl_payload["baseline"] = comparison.to_dict()
+    if not comparison.passed:
+        fail(comparison.message)
+
+
+class IclItem(pytest.Function):
+    """A generated property test; reported under its task file and its own name."""
+
+    def reportinfo(self):
+        return self.path, 0, self.name  # a line is required by pytest's skip reporting
+
+
+def items_for(parent: pytest.Collector, source: TaskSource, session: IclSession):
+    settings = source.settings
+    checks = [(name, _property_test) for name in PROPERTIES]
+    checks += [(name, _property_test) for name in session.options.controls if name in CONTROL_PROPERTIES]
+    if session.baseline is not None:
+        checks.append(("baseline", _baseline_test))
+    for spec in session.model_specs():
+        for name, test in checks:
+            item = IclItem.from_parent(parent, name=f"test_icl[{spec.id}-{source.name}-{name}]", callobj=test)
+            item.icl_case = IclCase(spec, source, name)
+            item.icl_payload = {}
+            item.add_marker("icl")
+            reason = (settings.get("expected_failures") or {}).get(name)
+            if reason:
+                item.add_marker(pytest.mark.xfail(reason=f"known not to hold: {reason}", strict=False, raises=PropertyFailed))
+            yield item
+
+
+class TaskFile(pytest.File):
+    """A task YAML: one item per model × property."""
+
+    def collect(self):
+        try:
+            source = TaskSource.from_path(self.path)
+            settings = TaskSettings.from_mapping(source.settings, origin=str(self.path))
+            margins_for(settings.thresholds, {})
+        except (TaskError, ValueError) as error:
+            raise self.CollectError(str(error) if str(self.path) in str(error) else f"{self.path}: {error}") from None
+        unknown = set(settings.expected_failures) - set(PROPERTIES) - set(CONTROL_PROPERTIES)
+        if unknown:
+            raise self.CollectError(
+                f"{self.path}: expected_failures names unknown properties {sorted(unknown)}; known: {', '.join([*PROPERTIES, *CONTROL_PROPERTIES])}"
+            )
+        yield from items_for(self, source, self.config.stash[SESSION])
+
+
+class NamedTasks(pytest.Collector):
+    """Tasks named with --icl-task that no collected file defines: from the task folders, else lm-eval."""
+
+    def __init__(self, *, sources: tuple[TaskSource, ...], **kwargs):
+        super().__init__(**kwargs)
+        self.sources = sources
+
+    def collect(self):
+        for source in self.sources:
+            yield from items_for(self, source, self.config.stash[SESSION])

@@ -1,0 +1,320 @@
+"""Every pytest-icl option in one table: flag, ini key, type, default, and what is allowed.
+
+Each option is a command-line flag and an ini key of the same name (``--icl-shots`` is
+``icl_shots``); the command line beats the ini file, which beats the task YAML. Every value is
+parsed and checked here, at start: a bad one is a usage error (exit 4) naming the option, the
+value and what is allowed, before any model or task is loaded.
+
+The controller-side checks that touch the outside world (is the report folder writable, does
+the asked-for GPU exist) live here too, so that a run never gets far before failing.
+
+Example::
+
+    options = parse_options(lambda key: raw.get(key))   # raw: ini/CLI values by key
+    options.shots, options.lr                            # None = the task's own value
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pytest_icl.models import ALIASES, DEFAULT_MODEL
+
+CONTROLS = ("untrained", "shuffled", "lcgd", "seeds", "distribution")
+
+
+class OptionError(ValueError):
+    """A bad option value; the message names the option, the value and what is allowed."""
+
+
+# ---- parsers: str -> value, raising ValueError("what is allowed")
+
+
+def _whole(text: str, *, low: int | None) -> int:
+    try:
+        number = int(str(text).strip())
+    except ValueError:
+        number = None
+    if number is None or (low is not None and number < low):
+        raise ValueError(f"a whole number{f' ≥ {low}' if low is not None else ''}")
+    return number
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, low=1)
+
+
+def count(text: str) -> int:
+    return _whole(text, low=0)
+
+
+def any_int(text: str) -> int:
+    return _whole(text, low=None)
+
+
+def learning_rate(text: str) -> float | str:
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("a finite number > 0 (e.g. 1e-3), or 'auto' (chosen on the task's validation split)")
+    return value
+
+
+def one_of(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(" or ".join(allowed) if len(allowed) < 3 else ", ".join(allowed[:-1]) + " or " + allowed[-1])
+        return text
+
+    return parse
+
+
+def device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ValueError("auto, cpu, cuda or cuda:N")
+
+
+def device_map(text: str) -> str:
+    if text.strip().lower() in ("auto", "balanced"):
+        return text.strip().lower()
+    if not Path(text).expanduser().is_file():
+        raise ValueError("auto, balanced, or the path of an existing JSON file mapping module names to devices")
+    return str(Path(text).expanduser().resolve())
+
+
+def on_off(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("on", "true", "yes", "1"):
+        return True
+    if lowered in ("off", "false", "no", "0"):
+        return False
+    raise ValueError("on or off")
+
+
+def controls(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in str(text).split(",") if name.strip())
+    unknown = [name for name in names if name not in CONTROLS]
+    if unknown or not names:
+        raise ValueError(f"a comma-separated list of {', '.join(CONTROLS)}")
+    return names
+
+
+def data_entry(text: str) -> tuple[str, str]:
+    task, sep, path = str(text).partition("=")
+    if not sep or not task.strip() or not path.strip():
+        raise ValueError("TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE")
+    for part in path.split(","):
+        if part and not Path(part).expanduser().exists():
+            raise ValueError(f"TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE with existing paths ({part} does not exist)")
+    return task.strip(), path
+
+
+def threshold(text: str) -> tuple[str, float]:
+    from pytest_icl.properties import parse_margin
+
+    return parse_margin(text)
+
+
+def tolerance(text: str) -> tuple[str, float]:
+    from pytest_icl.baseline import parse_tolerance
+
+    try:
+        return parse_tolerance(text)
+    except ValueError as error:
+        raise ValueError(f"METRIC=VALUE with a compared metric and a tolerance ≥ 0 ({error})") from None
+
+
+def text_value(text: str) -> str:
+    if not str(text).strip():
+        raise ValueError("a non-empty value")
+    return str(text)
+
+
+# ---- the table
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    parse: Callable[[str], Any]
+    help: str
+    kind: str = "value"  # "value" | "list" (repeatable) | "flag" (no argument)
+    metavar: str = "VALUE"
+    old_ini: str | None = None  # the ini key of pytest-icl 0.1, still read with a warning
+
+    @property
+    def dest(self) -> str:
+        """The argparse dest and the ini key."""
+        return self.flag[2:].replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--icl-model", text_value, f"model to test: alias, hub id[@revision], local folder or .gguf file (repeatable; default {DEFAULT_MODEL})", "list", "MODEL", "icl_models"),
+    Option("--icl-task", text_value, "only these tasks (repeatable); a named task whose data cannot be had fails instead of skipping", "list", "NAME", "icl_task_filter"),
+    Option("--icl-shots", positive_int, "number of demonstrations k (= FT steps); default: the task's", metavar="K"),
+    Option("--icl-seed", any_int, "demonstration shuffle seed; default: the task's", metavar="SEED"),
+    Option("--icl-lr", learning_rate, "FT learning rate, or 'auto' (chosen per model on the validation split); default: the task's", metavar="LR"),
+    Option("--icl-position", one_of("label", "prompt"), "analysed position: label (official code) or prompt", metavar="POSITION"),
+    Option("--icl-limit", positive_int, "eval examples per task (first N after a seed-1 shuffle)", metavar="N"),
+    Option("--icl-device", device, "auto (default), cpu, cuda or cuda:N", metavar="DEVICE"),
+    Option("--icl-device-map", device_map, "auto, balanced or a JSON FILE: shard a model too big for one GPU (accelerate)", metavar="MAP"),
+    Option("--icl-dtype", one_of("float32", "bfloat16", "float16", "auto"), "float32 (default), bfloat16, float16 or auto (bf16 on CUDA); FT updates stay fp32", metavar="DTYPE"),
+    Option("--icl-batch-size", positive_int, "eval examples per forward pass (default 16)", metavar="N"),
+    Option("--icl-gpus-per-worker", count, "GPUs each pytest-xdist worker gets from the visible list (default: one each when there are enough, else shared round-robin; 0 = no pinning)", metavar="N"),
+    Option("--icl-dist", one_of("model", "pair"), "xdist scheduling: model (each model on one worker, default) or pair (spread model × task)", metavar="MODE"),
+    Option("--icl-report", text_value, "write results.json, results.csv, samples.jsonl and index.html to this folder", metavar="DIR"),
+    Option("--icl-data", data_entry, "TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE: run TASK on local jsonl/csv/parquet files", "list", "TASK=PATH"),
+    Option("--icl-threshold", threshold, "PROPERTY=MARGIN: required margin of a property over its control", "list", "PROPERTY=MARGIN", "icl_thresholds"),
+    Option("--icl-accuracy-gate", on_off, "on (default): similarity properties are inconclusive (skipped) unless ICL beats ZSL by the accuracy margin", metavar="on|off"),
+    Option("--icl-controls", controls, f"opt-in control properties per pair: {', '.join(CONTROLS)} (comma-separated)", "list", "NAMES"),
+    Option("--icl-seeds", positive_int, "demonstration seeds for the 'seeds' control (default 3, as Deutch et al.)", metavar="S"),
+    Option("--icl-baseline", text_value, "compare each task × model with its row in this JSON file: test_icl[model-task-baseline] fails on a regression", metavar="FILE"),
+    Option("--icl-baseline-update", on_off, "write/refresh the --icl-baseline file with this run's rows instead of comparing", "flag"),
+    Option("--icl-baseline-model", text_value, "compare with the stored rows of this model (NAME or NAME:DTYPE) instead of the same model's", metavar="NAME"),
+    Option("--icl-tolerance", tolerance, "METRIC=VALUE: absolute tolerance of a metric in baseline comparisons", "list", "METRIC=VALUE", "icl_tolerances"),
+)
+BY_DEST = {option.dest: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class IclOptions:
+    """The parsed options of one run (None = the task's own setting)."""
+
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    tasks: tuple[str, ...] = ()  # filter by name; a named task that cannot load fails instead of skipping
+    shots: int | None = None
+    seed: int | None = None
+    lr: float | str | None = None  # a number, "auto", or None (the task's)
+    position: str | None = None
+    limit: int | None = None
+    device: str = "auto"
+    device_map: str | None = None
+    dtype: str = "float32"
+    batch_size: int = 16
+    gpus_per_worker: int | None = None  # None: one each when there are enough GPUs, else shared
+    dist: str = "model"
+    report: Path | None = None
+    data: dict[str, str] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    accuracy_gate: bool = True
+    controls: tuple[str, ...] = ()
+    seeds: int = 3
+    baseline: Path | None = None  # --icl-baseline FILE
+    baseline_update: bool = False  # --icl-baseline-update: write FILE after the run instead of comparing
+    baseline_model: str | None = None  # --icl-baseline-model NAME: compare with NAME's stored rows
+    tolerances: dict[str, float] = field(default_factory=dict)  # --icl-tolerance METRIC=VALUE
+
+    def analysis_key(self, task_name: str) -> tuple:
+        """What, beside the task's content and the model, decides an analysis (the rest of the memo key)."""
+        return (self.shots, self.seed, self.lr, self.position, self.limit, self.data.get(task_name), self.dtype)
+
+
+# A raw value and where it came from ("--icl-shots" or "icl_shots (ini)"), for the messages.
+Raw = Callable[[str], "tuple[Any, str] | None"]
+
+
+def parse_options(raw: Raw, *, ini_dir: Path | None = None) -> IclOptions:
+    """Parse and check every option; raises OptionError naming the first bad one."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        found = raw(option.dest)
+        if found is None:
+            continue
+        value, origin = found
+        if option.kind == "flag":
+            values[option.dest] = bool(value) if not isinstance(value, str) else _parse(option, value, origin)
+        elif option.kind == "list":
+            values[option.dest] = [_parse(option, entry, origin) for entry in value]
+        else:
+            values[option.dest] = _parse(option, value, origin)
+
+    models = values.get("icl_model") or [DEFAULT_MODEL]
+    if ini_dir is not None and raw("icl_model") is not None and raw("icl_model")[1].endswith("(ini)"):
+        models = [_relative_to(ini_dir, name) for name in models]  # ini paths are relative to the ini file
+    baseline = values.get("icl_baseline")
+    baseline_update = bool(values.get("icl_baseline_update"))
+    baseline_model = values.get("icl_baseline_model")
+    if (baseline_update or baseline_model) and not baseline:
+        raise OptionError(f"--icl-baseline-{'update' if baseline_update else 'model'} needs --icl-baseline FILE")
+    if baseline_update and baseline_model:
+        raise OptionError("--icl-baseline-model compares with stored rows; it cannot be combined with --icl-baseline-update")
+    report = values.get("icl_report")
+    return IclOptions(
+        models=tuple(models),
+        tasks=tuple(values.get("icl_task") or ()),
+        shots=values.get("icl_shots"),
+        seed=values.get("icl_seed"),
+        lr=values.get("icl_lr"),
+        position=values.get("icl_position"),
+        limit=values.get("icl_limit"),
+        device=values.get("icl_device", "auto"),
+        device_map=values.get("icl_device_map"),
+        dtype=values.get("icl_dtype", "float32"),
+        batch_size=values.get("icl_batch_size", 16),
+        gpus_per_worker=values.get("icl_gpus_per_worker"),
+        dist=values.get("icl_dist", "model"),
+        report=Path(report).expanduser().resolve() if report else None,
+        data=dict(values.get("icl_data") or ()),
+        thresholds=dict(values.get("icl_threshold") or ()),
+        accuracy_gate=values.get("icl_accuracy_gate", True),
+        controls=tuple(dict.fromkeys(name for names in values.get("icl_controls") or () for name in names)),
+        seeds=values.get("icl_seeds", 3),
+        baseline=Path(baseline).expanduser().resolve() if baseline else None,
+        baseline_update=baseline_update,
+        baseline_model=baseline_model,
+        tolerances=dict(values.get("icl_tolerance") or ()),
+    )
+
+
+def _parse(option: Option, value: Any, origin: str) -> Any:
+    try:
+        return option.parse(str(value))
+    except ValueError as error:
+        raise OptionError(f"{origin}: {str(value)!r} is not allowed; give {error}") from None
+
+
+def _relative_to(ini_dir: Path, name: str) -> str:
+    """A model path in an ini file means the same wherever pytest is started from."""
+    base = name.partition("@")[0]
+    if Path(name).expanduser().is_absolute() or base.lower() in {alias.lower() for alias in ALIASES}:
+        return name
+    candidate = ini_dir / name
+    return str(candidate) if candidate.exists() else name
+
+
+# ---- checks against the outside world (controller, at start)
+
+
+def check_report_folder(path: Path) -> None:
+    """The report folder exists or can be made, and a file can be written in it."""
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"--icl-report: {str(path)!r} is an existing file, not a folder; give a folder path (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".pytest-icl-probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OptionError(f"--icl-report: cannot write in {str(path)!r} ({reason}); give a writable folder") from None
+
+
+def check_device(spec: str) -> None:
+    """A CUDA device asked for by name must exist (``auto`` and ``cpu`` always do)."""
+    if not spec.startswith("cuda"):
+        return
+    from pytest_icl.placement import PlacementError, resolve_device
+
+    try:
+        resolve_device(spec)
+    except PlacementError as error:
+        raise OptionError(str(error)) from None

@@ -1,0 +1,110 @@
+"""The controller's end of the run, registered as a plugin: results from reports, then the summary.
+
+Reports carry their pair's row and each property's outcome as attributes (``report.icl``),
+which pytest-xdist forwards from its workers, so the controller sees every result with and
+without ``-n``. :class:`pytest_icl.results.ResultStore` writes the files once per finished
+pair; at the end come the baseline update, the HTML report and the results table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_icl.collection import INCONCLUSIVE
+from pytest_icl.results import ResultStore
+from pytest_icl.session import IclSession
+
+
+def outcome_of(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return "xpassed" if report.passed else "xfailed"
+    if report.skipped and isinstance(report.longrepr, tuple) and str(report.longrepr[2]).startswith(f"Skipped: {INCONCLUSIVE}"):
+        return INCONCLUSIVE
+    if report.failed and report.when != "call":
+        return "error"
+    return report.outcome
+
+
+class Summary:
+    def __init__(self, session: IclSession, store: ResultStore):
+        self.session = session
+        self.store = store
+        self.comparisons: dict[str, dict] = {}  # pair -> Comparison.to_dict(), from the baseline items
+        self.baseline_lines: list[tuple[str, bool]] = []  # (line, is_error) for the terminal summary
+        self.html: Path | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        payload = getattr(report, "icl", None)
+        if not payload:
+            return
+        if "row" in payload:
+            self.store.add_row(payload["row"])
+        if "baseline" in payload:
+            self.comparisons[payload["baseline"]["pair"]] = payload["baseline"]
+        # One outcome per item: its call, or the setup that stopped it (a skip, an error).
+        decisive = report.when == "call" or (report.when == "setup" and report.outcome != "passed")
+        if "property" in payload and decisive:
+            prop = payload["property"]
+            self.store.add_outcome(prop["pair"], prop["name"], outcome_of(report), items_in_pair=prop["items"])
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write what is left, the baseline (--icl-baseline-update) and the HTML report."""
+        self.store.close()
+        options = self.session.options
+        rows = self.store.finished_rows()
+        if options.baseline_update:
+            self._update_baseline(session, exitstatus, rows)
+        elif self.comparisons:
+            self._summarise_comparisons()
+        if options.report is not None and rows:
+            from pytest_icl.html import write_html_report
+
+            self.html = write_html_report(options.report, rows, comparisons=self.comparisons, baseline=options.baseline)
+
+    def _update_baseline(self, session: pytest.Session, exitstatus: int, rows: list[dict]) -> None:
+        from pytest_icl.baseline import BaselineError, update_baseline
+
+        path = self.session.options.baseline
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.baseline_lines.append((f"baseline: run interrupted, {path} not updated (left as it was)", True))
+        elif not rows:
+            self.baseline_lines.append((f"baseline: no finished task × model rows, {path} not updated", True))
+        else:
+            try:
+                self.baseline_lines.append(("baseline: " + update_baseline(path, rows).line, False))
+            except (BaselineError, OSError) as error:
+                self.baseline_lines.append((f"baseline: could not update, the previous file is unchanged: {error}", True))
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _summarise_comparisons(self) -> None:
+        from pytest_icl.comparison import notable_changes
+
+        counts: dict[str, int] = {}
+        for comparison in self.comparisons.values():
+            counts[comparison["status"]] = counts.get(comparison["status"], 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        failed = any(status != "passed" for status in counts)
+        self.baseline_lines.append((f"baseline: {len(self.comparisons)} pair(s) compared with {self.session.options.baseline}: {summary}", failed))
+        for comparison in self.comparisons.values():
+            line = notable_changes(comparison)
+            if line:
+                self.baseline_lines.append((f"  {line}", False))
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+        """The results table, one row per task × model."""
+        rows = self.store.finished_rows()
+        if rows:
+            from pytest_icl.report import format_table
+
+            terminalreporter.write_sep("=", "ICL vs finetuning")
+            for line in format_table(rows):
+                terminalreporter.write_line(line)
+            if self.session.options.report is not None:
+                terminalreporter.write_line(f"results: {self.session.options.report / 'results.json'}, results.csv and samples_*.jsonl")
+            if self.html is not None:
+                terminalreporter.write_line(f"report: {self.html}")
+        for line, is_error in self.baseline_lines:
+            terminalreporter.write_line(line, red=is_error, bold=is_error)
