@@ -164,3 +164,81 @@ def test_bf16_model_keeps_fp32_master_updates():
     capture.remove()
     assert torch.equal(k, before)
     assert changed > 0.0
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "gpt2"])
+def test_two_level_scoring_when_a_choice_merges_with_the_query(arch):
+    # "Word: x h" + "ot"/"ome"/"ouse": lm-eval takes the continuation ids from the joint encoding
+    # ("Ġho", "t"), so a choice row is not the context plus the choice's own encoding.
+    model, tokenizer = make_tiny_model(arch)
+    examples = tuple(Example(f"Word: {w} h", ("ot", "ome", "ouse"), i % 3) for i, w in enumerate(WORDS))
+    task = IclTask("merge", "", "", "\n", examples[:3], examples[3:], TaskSettings(shots=3, lr=0.1), "test")
+    encoded = encode_task(task, tokenizer)
+    context = encoded.icl.contexts[0]
+    assert tokenizer.encode(task.prompt(task.eval_examples[0]) + "ot")[: len(context)] != list(context)
+    two_level = run_settings(model, tokenizer, task, batch_size=4)
+    plain = run_settings(model, tokenizer, task, batch_size=4, reuse_prefix=False, shared_query=False)
+    _assert_same_records(two_level, plain)
+
+
+def test_next_logprobs_are_the_vocabulary_distribution_after_the_context():
+    model, tokenizer = make_tiny_model("qwen2")
+    task = _task(multi_token=True)
+    records = run_settings(model, tokenizer, task)
+    encoded = encode_task(task, tokenizer)
+    assert records.icl.next_logprobs.shape == (len(task.eval_examples), model.config.vocab_size)
+    for setting in ("zsl", "icl"):
+        context = getattr(encoded, setting).contexts[2]
+        with torch.no_grad():
+            expected = torch.log_softmax(model(torch.tensor([list(context)])).logits[0, -1].float(), -1)
+        torch.testing.assert_close(getattr(records, setting).next_logprobs[2], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_reuse_runs_only_ft():
+    model, tokenizer = make_tiny_model("gpt2")
+    task = _task()
+    first = run_settings(model, tokenizer, task)
+    again = run_settings(model, tokenizer, task, reuse=first)
+    assert again.zsl is first.zsl and again.icl is first.icl
+    assert "icl" not in again.timings and "ft_eval" in again.timings
+    torch.testing.assert_close(again.ft.outputs, first.ft.outputs)
+    assert again.ft_losses == first.ft_losses
+
+
+def test_ft_task_gives_fts_training_sequences():
+    from dataclasses import replace
+
+    from pytest_icl.encoding import encode_demonstrations
+
+    model, tokenizer = make_tiny_model("llama")
+    task = _task()
+    flipped = replace(task, demonstrations=tuple(replace(d, gold=1 - d.gold) for d in task.demonstrations))
+    records = run_settings(model, tokenizer, task, ft_task=flipped)
+    sequences = encode_demonstrations(flipped, tokenizer).sequences
+    capture = AttentionCapture(model)
+    with finetuned(model, capture, sequences, lr=task.settings.lr) as expected:
+        pass
+    capture.remove()
+    assert records.ft_losses == pytest.approx(expected.losses, abs=1e-6)
+    assert records.ft_losses != pytest.approx(run_settings(model, tokenizer, task).ft_losses, abs=1e-6)
+    assert records.num_training_tokens == sum(map(len, sequences))
+
+
+def test_ft_objective_goes_to_finetuned_only_when_not_plain_gd(monkeypatch):
+    from contextlib import contextmanager
+
+    import pytest_icl.runs as runs
+
+    seen = []
+
+    @contextmanager
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("objective"))
+        with finetuned(*args, **{k: v for k, v in kwargs.items() if k != "objective"}) as result:
+            yield result
+
+    monkeypatch.setattr(runs, "finetuned", spy)
+    model, tokenizer = make_tiny_model("gpt2")
+    run_settings(model, tokenizer, _task(shots=2), ft_objective="gd")
+    run_settings(model, tokenizer, _task(shots=2), ft_objective="lcgd")
+    assert seen == [None, "lcgd"]
