@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pytest_icl.controls import CONTROLS
 from pytest_icl.models import ALIASES, DEFAULT_MODEL
-
-CONTROLS = ("untrained", "shuffled", "lcgd", "seeds", "distribution")
 
 
 class OptionError(ValueError):
@@ -124,12 +123,13 @@ def threshold(text: str) -> tuple[str, float]:
 
 
 def tolerance(text: str) -> tuple[str, float]:
-    from pytest_icl.baseline import parse_tolerance
+    from pytest_icl.baseline import COMPARED, parse_tolerance
 
     try:
         return parse_tolerance(text)
     except ValueError as error:
-        raise ValueError(f"METRIC=VALUE with a compared metric and a tolerance ≥ 0 ({error})") from None
+        why = str(error).removeprefix("--icl-tolerance: ")
+        raise ValueError(f"METRIC=VALUE with METRIC one of {', '.join(COMPARED)} and VALUE ≥ 0 ({why})") from None
 
 
 def text_value(text: str) -> str:

@@ -113,6 +113,25 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Summary(session, store), "icl-summary")
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say when a task named with --icl-task is a task file that shadows an lm-eval built-in of that name."""
+    names = config.stash[SESSION].options.tasks if SESSION in config.stash else ()
+    if not names:
+        return []
+    from pytest_icl.tasks import builtin_task_exists
+
+    roots, _ = _task_roots(config)
+    lines = []
+    for name in names:
+        try:
+            found = find_task(name, roots)
+        except TaskError:
+            continue  # reported when the items are collected
+        if found is not None and builtin_task_exists(name):
+            lines.append(f"icl: --icl-task {name} is the task file {found.path}; lm-eval's built-in task {name!r} is not used")
+    return lines
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION, None)
     if session is not None:

@@ -208,8 +208,34 @@ TABLE_COLUMNS = (
 
 
 def format_table(rows: list[dict[str, Any]]) -> list[str]:
-    cells = [[name for name, _ in TABLE_COLUMNS]] + [[get(row) for _, get in TABLE_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
+    return _aligned([name for name, _ in TABLE_COLUMNS], [[get(row) for _, get in TABLE_COLUMNS] for row in rows])
+
+
+def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
+    cells = [header, *body]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return lines
+
+
+def control_lines(row: dict[str, Any]) -> list[list[str]]:
+    """One line per control check of a row: control, check, real value, control value, verdict."""
+    lines = []
+    for name, control in (row.get("controls") or {}).items():
+        if name == "seeds":
+            for metric in ("acc_icl", "acc_ft", "simaou", "simaou_fair_random", "simam_after", "simam_before", "kendall"):
+                stats = control["metrics"].get(metric)
+                if stats:
+                    lines.append([name, f"{metric} over seeds {control['seeds']}", f"{_fmt(stats['mean'])} ± {_fmt(stats['sd'])}", "", ""])
+            continue
+        for outcome in control["outcomes"]:
+            verdict = {True: "holds", False: "does not hold", None: "reported" if name == "lcgd" else "undefined"}[outcome["passed"]]
+            lines.append([name, outcome["claim"], _fmt(outcome["value"]), _fmt(outcome["control"]), verdict])
+    return lines
+
+
+def format_controls(rows: list[dict[str, Any]]) -> list[str]:
+    """The controls table (empty when no control ran)."""
+    body = [[row["model_id"], row["task"], *line] for row in rows for line in control_lines(row)]
+    return _aligned(["model", "task", "control", "check", "real", "control", "verdict"], body) if body else []

@@ -25,6 +25,7 @@ from pytest_icl.tasks import AUTO_LR, TaskError, TaskSource
 
 if TYPE_CHECKING:
     from pytest_icl.analysis import Analysis
+    from pytest_icl.pair_controls import PairControls
     from pytest_icl.models import LoadedModel
     from pytest_icl.runs import Records
     from pytest_icl.tasks import IclTask
@@ -56,7 +57,7 @@ class IclResult:
     records: Records
     row: dict[str, Any]
     margins: dict[str, float]  # defaults < the task's icl.thresholds < --icl-threshold
-    controls: dict[str, Any] | None = None  # control name -> its values (opt-in, --icl-controls)
+    controls: PairControls | None = None  # the opt-in controls (--icl-controls) that ran
 
     def check(self, name: str, margin: float | None = None):
         """Check one property (``accuracy``, ``rec2ftp``, ``simaou``, ``simam``, ``kendall``)."""
@@ -65,6 +66,12 @@ class IclResult:
         return check_property(
             name, self.values, self.intervals, margin=self.margins[name] if margin is None else margin, counts=self.counts
         )
+
+    def check_control(self, name: str):
+        """The verdict of one control item (``untrained``, ``shuffled``, ``seeds``, ``output``)."""
+        if self.controls is None:
+            raise KeyError(f"no control ran for this pair; add {name} to --icl-controls")
+        return self.controls.check(name)
 
 
 class ModelPool:
@@ -175,11 +182,29 @@ class IclSession:
         row["lr_source"] = lr_choice.source if lr_choice else "fixed"  # validation | cache | fixed
         if lr_choice is not None:
             row["lr_reason"] = lr_choice.reason
+        controls = None
+        if o.controls:
+            from pytest_icl.pair_controls import run_pair_controls
+
+            def reload(seed: int) -> IclTask:
+                return load_task(
+                    case.task, shots=o.shots, seed=seed, lr=task.settings.lr, position=o.position, limit=o.limit,
+                    data=o.data.get(case.task.name),
+                )
+
+            controls = _run(
+                lambda: run_pair_controls(
+                    o.controls, lm.model, lm.tokenizer, task, records, analysis, seeds=o.seeds, margins=margins,
+                    reload=reload, batch_size=o.batch_size,
+                ),
+                lm, o.batch_size,
+            )
+            row["controls"] = controls.row
         if o.report is not None:
             report.write_samples(o.report, row, task, records)
         return IclResult(
             task=task, model_id=case.model.id, values=analysis.values, intervals=analysis.intervals,
-            layers=analysis.layers, counts=analysis.counts, records=records, row=row, margins=margins,
+            layers=analysis.layers, counts=analysis.counts, records=records, row=row, margins=margins, controls=controls,
         )
 
     def _row(self, task: IclTask, lm: LoadedModel, analysis: Analysis) -> dict[str, Any]:

@@ -97,11 +97,16 @@ class Summary:
         """The results table, one row per task × model."""
         rows = self.store.finished_rows()
         if rows:
-            from pytest_icl.report import format_table
+            from pytest_icl.report import format_controls, format_table
 
             terminalreporter.write_sep("=", "ICL vs finetuning")
             for line in format_table(rows):
                 terminalreporter.write_line(line)
+            controls = format_controls(rows)
+            if controls:
+                terminalreporter.write_sep("-", "controls (--icl-controls)")
+                for line in controls:
+                    terminalreporter.write_line(line)
             if self.session.options.report is not None:
                 terminalreporter.write_line(f"results: {self.session.options.report / 'results.json'}, results.csv and samples_*.jsonl")
             if self.html is not None:

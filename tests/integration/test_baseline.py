@@ -272,8 +272,8 @@ def test_a_corrupt_or_foreign_file_is_a_usage_error_and_never_overwritten(projec
         (["--icl-baseline-update"], "ERROR: --icl-baseline-update needs --icl-baseline FILE"),
         (["--icl-baseline-model=x"], "ERROR: --icl-baseline-model needs --icl-baseline FILE"),
         (["--icl-baseline=b.json", "--icl-baseline-update", "--icl-baseline-model=x"], "ERROR: --icl-baseline-model * cannot be combined with --icl-baseline-update"),
-        (["--icl-tolerance=simaou"], "ERROR: --icl-tolerance: expected METRIC=VALUE, got 'simaou'"),
-        (["--icl-tolerance=simam_before=0.1"], "ERROR: --icl-tolerance: --icl-tolerance: simam_before is not compared with the baseline *"),
+        (["--icl-tolerance=simaou"], "ERROR: --icl-tolerance: 'simaou' is not allowed; give METRIC=VALUE with METRIC one of acc_zsl, *"),
+        (["--icl-tolerance=simam_before=0.1"], "ERROR: --icl-tolerance: 'simam_before=0.1' is not allowed; give METRIC=VALUE * (simam_before is not compared with the baseline *"),
     ],
     ids=["missing", "update-alone", "model-alone", "update-and-model", "tolerance-form", "tolerance-control"],
 )

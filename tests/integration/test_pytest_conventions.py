@@ -1,0 +1,110 @@
+"""pytest's own conventions hold for generated items: --lf, --durations, JUnit, ini paths, foreign projects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.integration.icl_project import INNER_TIMEOUT_S, LEAKY_VARIABLES, hermetic_env
+
+
+def test_last_failed_reruns_only_the_failure(project):
+    """A property fails (simam margin 2 is unreachable); ``--lf`` then runs that item alone."""
+    project.task()
+    common = ["-p", "cacheprovider", f"--icl-model={project.model}", "--icl-limit", "4", "--icl-threshold", "simam=2",
+              "--icl-threshold", "accuracy=-1", "--icl-accuracy-gate", "off"]  # fmt: skip
+
+    first = project.pytester.runpytest_subprocess(*common, "-k", "simam or accuracy", timeout=INNER_TIMEOUT_S)
+    again = project.pytester.runpytest_subprocess(*common, "--lf", "-v", timeout=INNER_TIMEOUT_S)
+
+    first.assert_outcomes(failed=1, passed=1, deselected=3)
+    again.stdout.fnmatch_lines(["*run-last-failure: rerun previous 1 failure*", "*test_icl[[]tiny-gpt2-antonyms-simam[]] FAILED*"])
+    assert "accuracy" not in "".join(line for line in again.outlines if "::test_icl[" in line)
+
+
+@pytest.fixture(scope="module")
+def junit_run(tmp_path_factory, tiny_gpt2) -> tuple[pytest.RunResult, Path]:
+    from tests.integration.icl_project import run_pytest, write_task
+
+    folder = tmp_path_factory.mktemp("junit")
+    write_task(folder / "tasks", "antonyms")
+    xml = folder / "junit.xml"
+    result = run_pytest(folder, f"--icl-model={tiny_gpt2}", "--icl-limit", "4", f"--junitxml={xml}", "--durations=2", "-vv")
+    return result, xml
+
+
+def test_junit_gets_headline_scalars_once_per_pair(junit_run):
+    _, xml = junit_run
+    cases = ET.parse(xml).getroot().iter("testcase")
+    with_properties = []
+    for case in cases:
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        if properties:
+            with_properties.append((case.get("name"), properties))
+    assert len(with_properties) == 1  # one pair, one item carries its numbers
+    _, properties = with_properties[0]
+    assert {"icl.acc_zsl", "icl.acc_icl", "icl.acc_ft", "icl.simaou", "icl.kendall"} <= set(properties)
+    for value in properties.values():
+        float(value)  # JSON scalars, not a row's repr
+
+
+def test_durations_show_the_analysis_in_the_setup_of_the_pair_s_first_item(junit_run):
+    result, _ = junit_run
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "slowest 2 durations" in line)
+    slowest = lines[start + 1]
+    assert " setup " in slowest and "test_icl[tiny-gpt2-antonyms-" in slowest
+
+
+def test_ini_model_paths_are_relative_to_the_ini_file(tmp_path, tiny_gpt2):
+    from tests.integration.icl_project import write_task
+
+    write_task(tmp_path / "tasks", "antonyms")
+    (tmp_path / "models").mkdir()
+    os.symlink(tiny_gpt2, tmp_path / "models" / "tiny-gpt2")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nicl_model = models/tiny-gpt2\nicl_limit = 4\n")
+    (tmp_path / "sub").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY_VARIABLES}
+    env.update(hermetic_env(tmp_path / "home"))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", str(tmp_path / "tasks")],
+        cwd=tmp_path / "sub", env=env, capture_output=True, text=True, timeout=INNER_TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "test_icl[tiny-gpt2-antonyms-accuracy]" in done.stdout
+
+
+def test_a_foreign_project_is_untouched(pytester):
+    """An Ansible-style tasks/ folder and other YAML files: its own tests run, nothing of ours is collected."""
+    pytester.makeini("[pytest]\n")
+    (pytester.path / "tasks").mkdir()
+    (pytester.path / "tasks" / "main.yml").write_text("- name: install nginx\n  apt: {name: nginx}\n")
+    (pytester.path / "tasks" / "vars.yaml").write_text("hosts: all\nvars: {port: 80}\n")
+    (pytester.path / "config.yaml").write_text("{{ templated: not yaml\n")
+    pytester.makepyfile(test_app="def test_app():\n    assert 1 + 1 == 2\n")
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*ERROR*")
+    result.stdout.no_fnmatch_line("*test_icl*")
+
+
+def test_named_task_file_wins_over_the_lm_eval_builtin_of_the_same_name(project):
+    """``--icl-task sst2`` is the project's sst2.yaml (named on the command line, not collected)."""
+    project.task("sst2", folder="suites")  # outside the collected paths
+    project.pytester.makeini("[pytest]\nicl_tasks = suites\n")
+    (project.path / "elsewhere").mkdir()
+
+    result = project.run("--collect-only", "-q", "--icl-task", "sst2", "elsewhere")
+
+    result.stdout.fnmatch_lines(["*test_icl[[]tiny-gpt2-sst2-accuracy[]]*"])
+    result.stdout.fnmatch_lines(["icl: --icl-task sst2 is the task file *suites/sst2/sst2.yaml; lm-eval's built-in task 'sst2' is not used"])
