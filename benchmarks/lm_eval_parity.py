@@ -96,7 +96,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--tasks", nargs="+", default=["sentiment_blue_red", "topic_nonce"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 steadies the ratio on a shared machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from pytest_icl.models import load_model
 

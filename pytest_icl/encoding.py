@@ -38,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -158,12 +159,15 @@ class _Encoder:
             encoding = self.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, **self._special_kwargs(text))
             if list(encoding["input_ids"]) == list(ids):
                 offsets, special = encoding["offset_mapping"], encoding["special_tokens_mask"]
-                words = [i for i, s in enumerate(special) if not s]
-                after_last = words[-1] + 1 if words else len(ids)
+                words = [i for i, s in enumerate(special) if not s]  # BOS and the like have no characters
+                ends = [offsets[i][1] for i in words]
                 result = []
                 for cut in cuts:
-                    index = next((i for i in words if offsets[i][1] > cut), None)
-                    result.append((after_last, True) if index is None else (index, offsets[index][0] >= cut))
+                    w = bisect.bisect_right(ends, cut)  # the first token that reaches past the cut
+                    if w == len(words):
+                        result.append((words[-1] + 1 if words else len(ids), True))
+                    else:
+                        result.append((words[w], offsets[words[w]][0] >= cut))
                 return result
         # No offset mapping (a slow tokenizer): the cut is a token boundary when encoding the text
         # up to it gives a prefix of the whole encoding.

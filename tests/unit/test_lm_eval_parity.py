@@ -23,7 +23,7 @@ from tests.tiny_models import ARCHS, make_tiny_model, make_tokenizer
 
 TASKS = Path(__file__).resolve().parents[2] / "tasks"
 MADE_UP = ("antonym_choice", "sentiment_blue_red", "syllable_first", "topic_nonce")
-SHOTS = 4  # the tiny models take 256 positions; the tiny tokenizer needs ~40 tokens a demonstration
+SHOTS = 2  # the tiny models take 256 positions (the tiny tokenizer needs ~40 tokens a demonstration); 2 keeps the file fast
 
 
 @functools.lru_cache(maxsize=None)
