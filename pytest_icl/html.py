@@ -1,9 +1,14 @@
-"""``index.html``: the summary table, the baseline comparison and the per-layer plots.
+"""``index.html``: the summary table, the controls, the baseline comparison and the per-layer plots.
 
 One self-contained page (inline CSS, no network, no server): it opens from disk and finds its
 plots through relative paths (``plots/<model>-<task>-*.png``), so the whole report folder can be
 moved, zipped or attached to a CI run. A few lines of inline script mark the page when a plot
 fails to load (``<body data-images="ok|broken">``) and say so at the top.
+
+The page is the jinja2 template ``templates/report.html.j2`` (with ``report.css`` and
+``report.js`` inlined), autoescaped: every name and message from a row is text, never markup.
+This module turns rows into what the template shows (formatted numbers, badges, verdicts), so
+the template holds layout only.
 
 Example::
 
@@ -14,13 +19,15 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from html import escape
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pytest_icl import report
+from pytest_icl.properties import PROPERTIES
 
 PLOTS = "plots"
+TEMPLATES = Path(__file__).parent / "templates"
 
 # Summary columns: (header, [metrics shown as a / b], tooltip).
 SUMMARY_COLUMNS = (
@@ -34,41 +41,28 @@ SUMMARY_COLUMNS = (
     ("Kendall / random", ("kendall", "kendall_random"), "Kendall(ICL, FT) and Kendall(ICL, random)"),
 )
 
-_CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px 32px; color: #1d1d1f; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; }
-h3 { font-size: 15px; margin: 18px 0 6px; } .meta { color: #666; margin: 0 0 12px; }
-table { border-collapse: collapse; margin: 6px 0 10px; } th, td { padding: 3px 9px; border-bottom: 1px solid #e6e6e6; text-align: left; }
-th { background: #f5f5f7; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.badge { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; margin: 1px 2px; color: #fff; }
-.passed, .ok { background: #2e7d32; } .failed, .regressed, .undefined, .mismatch, .missing { background: #c62828; }
-.skipped, .not-stored, .xfailed { background: #888; } .improved, .xpassed { background: #1565c0; }
-tr.bad td { background: #fdecea; } tr.good td { background: #eaf4ff; }
-.plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-.plots figure { margin: 0; } .plots img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: 12px; color: #555; }
-pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
-#broken { background: #fff3cd; border: 1px solid #e0c060; padding: 8px; }
-details { margin: 6px 0; } summary { cursor: pointer; color: #1565c0; }
-"""
+# Outcomes whose badge says it in words too, not only in colour.
+OUTCOME_LABELS = {"xfailed": "xfail", "xpassed": "XPASS", "inconclusive": "inconclusive", "error": "error"}
 
-_SCRIPT = """
-window.addEventListener("load", function () {
-  var bad = [];
-  document.querySelectorAll("img").forEach(function (img) {
-    if (!img.complete || img.naturalWidth === 0) { bad.push(img.getAttribute("src")); }
-  });
-  document.body.setAttribute("data-images", bad.length ? "broken" : "ok");
-  if (bad.length) {
-    var box = document.getElementById("broken");
-    box.hidden = false;
-    box.textContent += " " + bad.join(", ");
-  }
-});
-"""
+# lr_source values that mean lr: auto chose the lr for this model (report.py's table marks them the same way).
+AUTO_LR_SOURCES = ("validation", "cache")
+
+# A control check's verdict (CheckOutcome.passed) as (text, badge class).
+CHECK_VERDICTS = {True: ("holds", "holds"), False: ("does not hold", "does-not-hold")}
+
+# Over seeds, besides each property's metric and control: (metric, what it is, its control or None).
+SEED_EXTRAS = (
+    ("acc_ft", "FT accuracy", None),
+    ("simam_delta", "SimAM∆", None),
+    ("kl_icl_ft", "KL(ICL ‖ FT) below KL(ICL ‖ ZSL)", "kl_icl_zsl"),
+    ("top10_icl_ft", "top-10 next-token overlap of ICL with FT above ICL with ZSL", "top10_icl_zsl"),
+)
+
+# Variants of a control run as the page names them.
+VARIANT_NAMES = {"no_training": "no training", "trained_embeddings": "trained embeddings"}
 
 
-def _num(value: Any, digits: int = 3) -> str:
+def num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float) and math.isinf(value):
@@ -76,43 +70,16 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _badge(text: str, kind: str | None = None) -> str:
-    return f'<span class="badge {escape((kind or text).replace(" ", "-"))}" title="{escape(kind or text)}">{escape(text)}</span>'
+def ci(interval) -> str:
+    return "n/a" if not interval else f"[{num(interval[0], 4)}, {num(interval[1], 4)}]"
 
 
-def _property_badge(name: str, outcome: str) -> str:
-    """A property's outcome; expected failures say so in words, not only in colour."""
-    label = {"xfailed": f"{name} (xfail)", "xpassed": f"{name} (XPASS)"}.get(outcome, name)
-    return _badge(label, outcome)
+def _nanlike(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _pair(row: dict[str, Any]) -> str:
     return f"{row['model_id']}-{row['task']}"
-
-
-def _summary(rows: list[dict[str, Any]], comparisons: dict[str, dict[str, Any]]) -> str:
-    head = "".join(f'<th title="{escape(tip)}">{escape(name)}</th>' for name, _, tip in SUMMARY_COLUMNS)
-    lines = [
-        "<table id=summary><thead><tr><th>model</th><th>task</th><th>dtype</th><th>k</th><th>n</th>"
-        f"{head}<th>properties</th>{'<th>baseline</th>' if comparisons else ''}</tr></thead><tbody>"
-    ]
-    for row in rows:
-        values = row["values"]
-        cells = "".join(f'<td class="num">{" / ".join(_num(values.get(m)) for m in metrics)}</td>' for _, metrics, _ in SUMMARY_COLUMNS)
-        properties = row.get("properties", {})
-        badges = " ".join(_property_badge(name, outcome) for name, outcome in properties.items() if name != "baseline") or "–"
-        baseline = ""
-        if comparisons:
-            comparison = comparisons.get(_pair(row))
-            baseline = f"<td>{_badge(comparison['status'], comparison['status']) if comparison else '–'}</td>"
-        failed = any(outcome == "failed" for outcome in properties.values())
-        lines.append(
-            f'<tr class="{"bad" if failed else ""}"><td><a href="#{escape(_anchor(row))}">{escape(row["model_id"])}</a></td>'
-            f"<td>{escape(row['task'])}</td><td>{escape(str(row.get('dtype')))}</td><td class=num>{row.get('shots')}</td>"
-            f"<td class=num>{row.get('eval')}</td>{cells}<td>{badges}</td>{baseline}</tr>"
-        )
-    lines.append("</tbody></table>")
-    return "\n".join(lines)
 
 
 def _anchor(row: dict[str, Any]) -> str:
@@ -121,65 +88,165 @@ def _anchor(row: dict[str, Any]) -> str:
     return slug(row)
 
 
-def _comparison(row: dict[str, Any], comparison: dict[str, Any]) -> str:
-    status = comparison["status"]
+def property_badges(properties: dict[str, str], *, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(label, outcome) per property; an outcome with a word of its own carries it in the label."""
+    return [
+        (f"{name} ({OUTCOME_LABELS[outcome]})" if outcome in OUTCOME_LABELS else name, outcome)
+        for name, outcome in properties.items()
+        if name not in skip
+    ]
+
+
+def lr_cell(row: dict[str, Any]) -> dict[str, Any]:
+    """The lr as the table shows it; ``auto`` when lr: auto chose it for this model, the reason as a tooltip."""
+    lr = row.get("lr")
+    text = f"{lr:g}" if isinstance(lr, (int, float)) else str(lr)
+    source = row.get("lr_source") or "fixed"
+    tip = row.get("lr_reason") or ("fixed lr (the task's or --icl-lr)" if source == "fixed" else f"lr: auto ({source})")
+    return {"text": text, "auto": source in AUTO_LR_SOURCES, "title": tip}
+
+
+def _mean_sd(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "n/a"
+    return f"{num(stats.get('mean'))} ± {num(stats.get('sd'))}"
+
+
+def _seed_lines(control: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each property's metric beside its control as mean ± sd over the seeds (the item's verdict is its badge)."""
+    seeds = ", ".join(str(s) for s in control.get("seeds") or [])
+    metrics = control.get("metrics") or {}
+    lines = []
+    for prop in PROPERTIES.values():
+        if prop.metric in metrics or prop.control in metrics:
+            lines.append({
+                "check": f"{prop.claim} (over seeds {seeds})", "variant": "mean ± sd", "real": _mean_sd(metrics.get(prop.metric)),
+                "control": _mean_sd(metrics.get(prop.control)), "verdict": None,
+            })  # fmt: skip
+    for metric, claim, against in SEED_EXTRAS:
+        if metric in metrics:
+            lines.append({
+                "check": f"{claim} (over seeds {seeds})", "variant": "mean ± sd", "real": _mean_sd(metrics[metric]),
+                "control": _mean_sd(metrics.get(against)) if against else "", "verdict": None,
+            })  # fmt: skip
+    return lines
+
+
+def _order_sensitivity(control: dict[str, Any]) -> str:
+    """Shen et al.'s point in one sentence: how much ICL's and FT's predictions move with the demonstrations."""
+    sensitivity = control.get("order_sensitivity") or {}
+    parts = []
+    flips = sensitivity.get("prediction_flips") or {}
+    if sensitivity.get("aligned") and flips:
+        parts.append(f"predictions that change with the demonstrations: ICL {num(flips.get('icl'), 2)}, FT {num(flips.get('ft'), 2)}")
+        parts.append(f"choice-probability sd ICL / FT = {num(sensitivity.get('icl_over_ft'), 2)}")
+    acc_sd = sensitivity.get("acc_sd") or {}
+    if acc_sd:
+        parts.append("accuracy sd " + ", ".join(f"{setting.upper()} {num(sd)}" for setting, sd in acc_sd.items()))
+    return "; ".join(parts)
+
+
+def _variant_name(control: str, variant: str | None) -> str:
+    """Which run a check's control value comes from; blank where the control has just the one of its name."""
+    if variant is None:
+        return "this run"  # the output control compares two distributions of the real run
+    return "" if variant == control else VARIANT_NAMES.get(variant, variant)
+
+
+def control_sections(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per control of the row (``row["controls"]``): its item's outcome, time, and table lines.
+
+    A line is ``{"check", "variant", "real", "control", "verdict": (text, class) | None}``:
+    the real run's value beside the control's, as in :func:`pytest_icl.report.control_lines`.
+    """
+    sections = []
+    for name, control in (row.get("controls") or {}).items():
+        outcome = (row.get("properties") or {}).get(name)
+        section = {"name": name, "outcome": outcome, "seconds": control.get("seconds"), "lines": [], "note": ""}
+        if name == "seeds":
+            section["lines"] = _seed_lines(control)
+            section["note"] = _order_sensitivity(control)
+        else:
+            for check in control.get("outcomes") or []:
+                passed = check.get("passed")
+                if passed is None:  # LCGD is reported beside GD; elsewhere None means a value is missing
+                    verdict = ("reported", "reported") if name == "lcgd" else ("undefined", "no-verdict")
+                else:
+                    verdict = CHECK_VERDICTS[bool(passed)]
+                variant = check.get("variant")
+                section["lines"].append({
+                    "check": check.get("claim", ""), "variant": _variant_name(name, variant),
+                    "real": num(check.get("value"), 4), "control": num(check.get("control"), 4), "verdict": verdict,
+                })  # fmt: skip
+        sections.append(section)
+    return sections
+
+
+def _summary_row(row: dict[str, Any], comparisons: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values = row["values"]
+    properties = row.get("properties") or {}
+    comparison = comparisons.get(_pair(row))
+    return {
+        "anchor": _anchor(row), "model_id": row["model_id"], "task": row["task"], "dtype": str(row.get("dtype")),
+        "shots": row.get("shots"), "eval": row.get("eval"), "lr": lr_cell(row),
+        "cells": [" / ".join(num(values.get(m)) for m in metrics) for _, metrics, _ in SUMMARY_COLUMNS],
+        "badges": property_badges(properties, skip=("baseline",)),
+        "baseline": comparison["status"] if comparison else None,
+        "bad": any(outcome in ("failed", "error") for outcome in properties.values()),
+    }  # fmt: skip
+
+
+def _comparison_view(row: dict[str, Any], comparison: dict[str, Any]) -> dict[str, Any]:
     stored = comparison.get("stored") or {}
-    parts = [f"<h3>{escape(_pair(row))} {_badge(status)}</h3>"]
-    if status in ("missing", "mismatch"):
-        parts.append(f"<pre>{escape(comparison.get('message', ''))}</pre>")
-        return "\n".join(parts)
     source = f"stored row of {stored.get('model_id')} ({stored.get('dtype')}, {stored.get('device', '?')})"
     if stored.get("stored_at"):
         source += f", stored {stored['stored_at']}"
-    parts.append(f"<p class=meta>Against the {escape(source)}. Higher is better for every metric; a regression is lower, "
-                 "beyond the tolerance and outside both 95% intervals.</p>")  # fmt: skip
-    parts.append(
-        "<table><thead><tr><th>metric</th><th>stored</th><th>stored 95% CI</th><th>new</th><th>new 95% CI</th>"
-        "<th>change</th><th>tolerance</th><th>worse if</th><th>verdict</th></tr></thead><tbody>"
-    )
+    diffs = []
     for d in comparison.get("diffs", []):
-        cls = "bad" if d["verdict"] in ("regressed", "undefined") else "good" if d["verdict"] == "improved" else ""
         change = None if _nanlike(d["stored"]) or _nanlike(d["new"]) else d["new"] - d["stored"]
-        parts.append(
-            f'<tr class="{cls}"><td>{escape(d["metric"])}</td><td class=num>{_num(d["stored"], 4)}</td><td class=num>{_ci(d.get("stored_interval"))}</td>'
-            f'<td class=num>{_num(d["new"], 4)}</td><td class=num>{_ci(d.get("new_interval"))}</td>'
-            f'<td class=num>{"n/a" if change is None else f"{change:+.4f}"}</td><td class=num>{_num(d["tolerance"], 4)}</td><td>lower</td>'
-            f'<td title="{escape(d.get("reason", ""))}">{_badge(d["verdict"])}</td></tr>'
-        )
-    parts.append("</tbody></table>")
-    return "\n".join(parts)
+        diffs.append({
+            "cls": "bad" if d["verdict"] in ("regressed", "undefined") else "good" if d["verdict"] == "improved" else "",
+            "metric": d["metric"], "stored": num(d["stored"], 4), "stored_ci": ci(d.get("stored_interval")),
+            "new": num(d["new"], 4), "new_ci": ci(d.get("new_interval")), "change": "n/a" if change is None else f"{change:+.4f}",
+            "tolerance": num(d["tolerance"], 4), "reason": d.get("reason", ""), "verdict": d["verdict"],
+        })  # fmt: skip
+    return {"pair": _pair(row), "status": comparison["status"], "message": comparison.get("message", ""), "source": source, "diffs": diffs}
 
 
-def _nanlike(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _ci(interval) -> str:
-    return "n/a" if not interval else f"[{_num(interval[0], 4)}, {_num(interval[1], 4)}]"
-
-
-def _values_table(row: dict[str, Any]) -> str:
+def _pair_view(row: dict[str, Any], figures: list[tuple[str, Path]], control_figures: list[tuple[str, Path]], folder: Path) -> dict[str, Any]:
     intervals = row.get("intervals") or {}
-    body = "".join(
-        f"<tr><td>{escape(name)}</td><td class=num>{_num(value, 4)}</td><td class=num>{_ci(intervals.get(name))}</td></tr>"
-        for name, value in row["values"].items()
+    lr = lr_cell(row)
+    settings = (
+        f"task hash {row.get('task_hash')}, weights {str(row.get('weights_hash'))[:16]}…, revision {row.get('revision')}, "
+        f"seed {row.get('seed')}, lr {lr['text']}{' (auto)' if lr['auto'] else ''}, position {row.get('position')}, device {row.get('device')}"
     )
-    counts = ", ".join(f"{escape(k)} {v}" for k, v in (row.get("counts") or {}).items())
-    return (
-        "<details><summary>all values, intervals and counts</summary>"
-        f"<table><thead><tr><th>metric</th><th>value</th><th>95% CI</th></tr></thead><tbody>{body}</tbody></table>"
-        f"<p class=meta>{counts}</p><p class=meta>task hash {escape(str(row.get('task_hash')))}, weights "
-        f"{escape(str(row.get('weights_hash'))[:16])}…, revision {escape(str(row.get('revision')))}, seed {row.get('seed')}, "
-        f"lr {row.get('lr')}, position {escape(str(row.get('position')))}, device {escape(str(row.get('device')))}</p></details>"
-    )
+    return {
+        "anchor": _anchor(row), "model_id": row["model_id"], "task": row["task"],
+        "badges": property_badges(row.get("properties") or {}),
+        "figures": _figure_views(figures, folder), "control_figures": _figure_views(control_figures, folder),
+        "controls": control_sections(row),
+        "metrics": [(name, num(value, 4), ci(intervals.get(name))) for name, value in row["values"].items()],
+        "counts": ", ".join(f"{k} {v}" for k, v in (row.get("counts") or {}).items()),
+        "settings": settings, "lr_reason": row.get("lr_reason") or "",
+    }  # fmt: skip
 
 
-def _figures(figures: list[tuple[str, Path]], folder: Path) -> str:
-    items = []
-    for caption, path in figures:
-        src = path.relative_to(folder).as_posix()
-        items.append(f'<figure><img src="{escape(src)}" alt="{escape(caption)}" title="{escape(caption)}"></figure>')
-    return f'<div class="plots">{"".join(items)}</div>'
+def _figure_views(figures: list[tuple[str, Path]], folder: Path) -> list[dict[str, str]]:
+    return [{"caption": caption, "src": path.relative_to(folder).as_posix()} for caption, path in figures]
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every value is text: a task named "<script>" shows as such
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def render(
@@ -189,38 +256,26 @@ def render(
     *,
     comparisons: dict[str, dict[str, Any]] | None = None,
     baseline: Path | None = None,
+    control_figures: dict[str, list[tuple[str, Path]]] | None = None,
 ) -> str:
     comparisons = comparisons or {}
+    control_figures = control_figures or {}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     versions = rows[0].get("versions", {}) if rows else {}
     meta = f"{len(rows)} task × model pair{'s' * (len(rows) != 1)}, generated {now}"
     if versions:
-        meta += " · " + ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in versions.items())
-    body = [
-        f"<h1>pytest-icl: in-context learning vs finetuning</h1><p class=meta>{meta}</p>",
-        '<div id="broken" hidden>Some plots did not load (keep index.html next to its plots/ folder):</div>',
-        "<h2>Summary</h2>",
-        _summary(rows, comparisons),
-        "<p class=meta>Each metric is followed by its control where it has one. Properties pass when the metric "
-        "beats its control by the margin; results.json holds every value, interval and per-layer curve.</p>",
-    ]
-    if comparisons:
-        body.append(f"<h2>Against the baseline</h2><p class=meta>{escape(str(baseline or ''))}</p>")
-        for row in rows:
-            if _pair(row) in comparisons:
-                body.append(_comparison(row, comparisons[_pair(row)]))
-    body.append("<h2>Per pair</h2>")
-    for row in rows:
-        properties = " ".join(_property_badge(name, outcome) for name, outcome in row.get("properties", {}).items())
-        body.append(f'<section id="{escape(_anchor(row))}"><h3>{escape(row["model_id"])} · {escape(row["task"])} {properties}</h3>')
-        body.append(_figures(figures.get(_pair(row), []), folder))
-        body.append(_values_table(row))
-        body.append("</section>")
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        "<meta name=viewport content='width=device-width, initial-scale=1'>"
-        f"<title>pytest-icl report</title><style>{_CSS}</style><script>{_SCRIPT}</script></head>\n"
-        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        meta += " · " + ", ".join(f"{k} {v}" for k, v in versions.items())
+    outcomes = {outcome for row in rows for outcome in (row.get("properties") or {}).values()}
+    return _environment().get_template("report.html.j2").render(
+        meta=meta,
+        columns=[(name, tip) for name, _, tip in SUMMARY_COLUMNS],
+        summary=[_summary_row(row, comparisons) for row in rows],
+        has_baseline=bool(comparisons),
+        baseline=str(baseline or ""),
+        comparisons=[_comparison_view(row, comparisons[_pair(row)]) for row in rows if _pair(row) in comparisons],
+        any_inconclusive="inconclusive" in outcomes,
+        any_auto_lr=any(lr_cell(row)["auto"] for row in rows),
+        pairs=[_pair_view(row, figures.get(_pair(row), []), control_figures.get(_pair(row), []), folder) for row in rows],
     )
 
 
@@ -237,12 +292,15 @@ def write_html_report(
     folder = Path(folder)
     comparisons = comparisons or {}
     figures: dict[str, list[tuple[str, Path]]] = {}
+    control_figures: dict[str, list[tuple[str, Path]]] = {}
     for row in rows:
         drawn = plots.layer_plots(row, folder / PLOTS)
         comparison = comparisons.get(_pair(row))
         if comparison and comparison.get("stored") and comparison.get("status") in ("passed", "regressed"):
             drawn += plots.baseline_plots(row, comparison["stored"], comparison.get("diffs", []), folder / PLOTS)
         figures[_pair(row)] = drawn
+        control_figures[_pair(row)] = plots.control_plots(row, folder / PLOTS)
     page = folder / "index.html"
-    report.atomic_write_text(page, render(rows, figures, folder, comparisons=comparisons, baseline=baseline))
+    html = render(rows, figures, folder, comparisons=comparisons, baseline=baseline, control_figures=control_figures)
+    report.atomic_write_text(page, html)
     return page

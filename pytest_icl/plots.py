@@ -4,11 +4,21 @@ matplotlib with the Agg backend (no display needed); imported only when a report
 Every file is written atomically. File names come from :func:`slug` so they are safe on any
 file system and in relative ``<img src>`` paths.
 
+Example::
+
+    layer_plots(row, Path("icl-report/plots")) + control_plots(row, Path("icl-report/plots"))
+
 Per pair (``<slug>`` = ``<model>-<task>``):
 
 * ``<slug>-simaou.png``  — SimAOU with its official random and fair-random controls;
 * ``<slug>-simam.png``   — SimAM before and after FT, and SimAM∆;
 * ``<slug>-kendall.png`` — Kendall(ICL, FT) against Kendall(ICL, random);
+
+when the row has controls with per-layer curves (``--icl-controls``: untrained, shuffled, lcgd):
+
+* ``<slug>-controls-simaou.png``, ``-controls-simam_delta.png``, ``-controls-kendall.png`` — the
+  real run's curve beside the same metric of every control run (no training, trained
+  embeddings, shuffled labels, LCGD) and beside the metric's own in-run control;
 
 and when a baseline row was compared:
 
@@ -45,6 +55,22 @@ LAYER_FIGURES = (
         ("kendall_random", "Kendall(ICL, random)", "#7f7f7f", "--"),
     )),
 )  # fmt: skip
+
+# Control figures: (metric, title, y label, the metric's in-run control or None). Each shows the
+# real run's curve beside every control run that has the metric's layers.
+CONTROL_FIGURES = (
+    ("simaou", "SimAOU against the controls", "cosine similarity of updates", "simaou_fair_random"),
+    ("simam_delta", "SimAM∆ against the controls", "cos(ICL − ZSL, FT − ZSL)", None),
+    ("kendall", "Kendall against the controls", "Kendall tau-b", "kendall_random"),
+)
+
+# Control runs as they are drawn: (control, variant) -> (label, colour, line style).
+CONTROL_CURVES = {
+    ("untrained", "no_training"): ("untrained: no training", "#8c564b", "--"),
+    ("untrained", "trained_embeddings"): ("untrained: trained embeddings", "#e377c2", "--"),
+    ("shuffled", "shuffled"): ("FT on shuffled labels", "#ff7f0e", "-."),
+    ("lcgd", "lcgd"): ("LCGD (layer-causal FT)", "#2ca02c", "-"),
+}
 
 # Curves compared with the baseline: (panel title, [(metric, label, colour)]).
 BASELINE_PANELS = (
@@ -88,10 +114,36 @@ def _x(length: int, relative: bool) -> list[float]:
     return list(range(length))
 
 
+def _label(label: str, value: Any) -> str:
+    return f"{label} = {value:.3f}" if isinstance(value, (int, float)) and not math.isnan(value) else label
+
+
+def _control_curves(row: dict[str, Any], metric: str) -> list[tuple[str, str, str, list[float], Any]]:
+    """(label, colour, style, per-layer values, overall value) of every control run with ``metric``'s layers."""
+    found = []
+    for (control, variant), (label, colour, style) in CONTROL_CURVES.items():
+        run = (row.get("controls") or {}).get(control) or {}
+        values = [math.nan if v is None else float(v) for v in ((run.get("layers") or {}).get(variant) or {}).get(metric) or []]
+        if values:
+            found.append((label, colour, style, values, ((run.get("values") or {}).get(variant) or {}).get(metric)))
+    return found
+
+
+def _per_layer_axes(ax, row: dict[str, Any], title: str, ylabel: str, *, legend_size: int) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.axhline(0, color="#cccccc", linewidth=0.8, zorder=0)
+    ax.set_title(f"{title}\n{row['model_id']} · {row['task']}", fontsize=10)
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, loc="best")
+
+
 def layer_plots(row: dict[str, Any], folder: Path) -> list[tuple[str, Path]]:
     """The three per-layer figures of one row; returns (caption, path) for those it could draw."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
 
     written = []
     name = slug(row)
@@ -102,17 +154,35 @@ def layer_plots(row: dict[str, Any], folder: Path) -> list[tuple[str, Path]]:
         fig, ax = plt.subplots(figsize=(4.1, 2.9))
         for metric, label, colour, style in present:
             values = _curve(row, metric)
-            overall = row["values"].get(metric)
-            shown = f"{label} = {overall:.3f}" if isinstance(overall, (int, float)) and not math.isnan(overall) else label
-            ax.plot(_x(len(values), False), values, style, color=colour, marker="o", markersize=3, label=shown)
-        ax.axhline(0, color="#cccccc", linewidth=0.8, zorder=0)
-        ax.set_title(f"{title}\n{row['model_id']} · {row['task']}", fontsize=10)
-        ax.set_xlabel("layer")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+            ax.plot(_x(len(values), False), values, style, color=colour, marker="o", markersize=3, label=_label(label, row["values"].get(metric)))
+        _per_layer_axes(ax, row, title, ylabel, legend_size=7)
         path = folder / f"{name}-{suffix}.png"
+        _save(fig, path)
+        written.append((title, path))
+    return written
+
+
+def control_plots(row: dict[str, Any], folder: Path) -> list[tuple[str, Path]]:
+    """Each metric's per-layer curve beside the control runs' (drawn only for controls with that metric's layers)."""
+    plt = _pyplot()
+
+    written = []
+    name = slug(row)
+    for metric, title, ylabel, own_control in CONTROL_FIGURES:
+        controls = _control_curves(row, metric)
+        real = _curve(row, metric)
+        if not controls or not real:
+            continue
+        fig, ax = plt.subplots(figsize=(4.6, 3.1))
+        ax.plot(_x(len(real), False), real, "-", color="#1f77b4", marker="o", markersize=3, linewidth=2,
+                label=_label("real run", row["values"].get(metric)))  # fmt: skip
+        for label, colour, style, values, overall in controls:
+            ax.plot(_x(len(values), False), values, style, color=colour, marker=".", markersize=4, label=_label(label, overall))
+        if own_control and _curve(row, own_control):
+            values = _curve(row, own_control)
+            ax.plot(_x(len(values), False), values, ":", color="#7f7f7f", label=_label(own_control.replace("_", " "), row["values"].get(own_control)))
+        _per_layer_axes(ax, row, title, ylabel, legend_size=6)
+        path = folder / f"{name}-controls-{metric}.png"
         _save(fig, path)
         written.append((title, path))
     return written

@@ -1,5 +1,6 @@
-"""--icl-report's index.html and plots, from a real run compared with a (perturbed) baseline,
-and the page as headless Chromium renders it from disk (skipped when Chromium is absent)."""
+"""--icl-report's index.html and plots, from a real run compared with a (perturbed) baseline and
+from a run with --icl-controls, and the pages as headless Chromium renders them from disk
+(skipped when Chromium is absent)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def report(stored: Stored) -> Report:  # noqa: F811
     return Report(stored.project.folder / "html-report", result)
 
 
+@pytest.fixture(scope="module")
+def controls_report(stored: Stored) -> Report:  # noqa: F811
+    """A run with the controls that have per-layer curves (shuffled, lcgd), output and two seeds.
+
+    untrained is left out to save its two extra model runs (~11 s); the unit tests cover its rows.
+    """
+    result = stored.project.run("--icl-controls=shuffled,lcgd,output,seeds", "--icl-seeds=2", "--icl-report=controls-report")
+    return Report(stored.project.folder / "controls-report", result)
+
+
 def test_the_report_folder_holds_the_page_plots_and_results(report: Report):
     report.result.stdout.fnmatch_lines([f"report: {report.folder / 'index.html'}"])
     names = sorted(p.name for p in (report.folder / "plots").iterdir())
@@ -53,6 +64,29 @@ def test_the_page_links_its_plots_relatively_and_shows_the_comparison(report: Re
     assert '<span class="badge regressed" title="regressed">regressed</span>' in page
     simaou_line = next(line for line in page.splitlines() if line.startswith("<tr") and "<td>simaou</td>" in line)
     assert 'class="bad"' in simaou_line and "lower" in simaou_line
+
+
+def test_the_controls_are_shown_beside_their_metrics(controls_report: Report):
+    folder = controls_report.folder
+    (row,) = json.loads((folder / "results.json").read_text())["rows"]
+    assert set(row["controls"]) == {"shuffled", "lcgd", "output", "seeds"}
+    names = sorted(p.name for p in (folder / "plots").iterdir())
+    assert names == sorted(
+        f"{PAIR}-{kind}.png" for kind in ("simaou", "simam", "kendall", "controls-simaou", "controls-simam_delta", "controls-kendall")
+    )  # fmt: skip
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    table = page.split("<table class=controls>", 1)[1].split("</table>", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("<tr><td>")]
+    checks = [o for name in ("shuffled", "lcgd", "output") for o in row["controls"][name]["outcomes"]]
+    assert len([line for line in lines if not line.startswith("<tr><td>seeds")]) == len(checks)
+    for line, check in zip(lines, checks):  # each check beside the real value, to 4 digits, as results.json has it
+        value = "n/a" if check["value"] is None else f"{check['value']:.4f}"
+        assert f"<td class=num>{value}</td>" in line, line
+    seeds = [line for line in lines if line.startswith("<tr><td>seeds")]
+    assert any("(over seeds 1, 2)" in line and " ± " in line for line in seeds)
+    # Every property's outcome, inconclusive included, has its badge (the tiny random model decides which).
+    for name, outcome in row["properties"].items():
+        assert f'<span class="badge {outcome}" title="{outcome}">{name}' in page
 
 
 def _chromium() -> str | None:
@@ -81,3 +115,13 @@ def test_chromium_renders_the_page_from_disk_with_every_plot(report: Report, tmp
     )  # fmt: skip
     data = screenshot.read_bytes()
     assert data.startswith(PNG) and len(data) > 50_000  # a blank page is a few kB
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+def test_chromium_loads_every_control_plot(controls_report: Report):
+    url = (controls_report.folder / "index.html").as_uri()
+    dom = subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False
+    )  # fmt: skip
+    assert 'data-images="ok"' in dom.stdout, dom.stderr[-2000:]
+    assert dom.stdout.count('<img src="plots/') == 6 and "<h4>Controls</h4>" in dom.stdout
