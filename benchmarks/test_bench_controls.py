@@ -9,7 +9,13 @@ against it). ``seeds`` costs S real runs (S = 3: 3x the real run) and ``output``
 KL/top-10 inside every analysis (``output_analysis_s`` beside ``analysis_s``), so neither needs
 a run of its own here.
 
-Measured figures: see the closing report of the controls work (issue 9) and the README.
+Measured once (2-core CPU shared with four other jobs, load average 5-10, so every figure is
+inflated several-fold; the engine benchmark's quiet real run is 12 s): real run 278-518 s
+(stages 35/56/156/30 s), analysis 8-10 s; untrained 119 s (no training) + 147 s (trained
+embeddings), i.e. two full runs plus an init; shuffled 84-93 s (FT train 73 s + FT eval 16 s +
+analysis); lcgd 189-195 s (FT train 147 s: about 2x GD's step at the same load, the lens
+computes every layer's logits over the 49k vocabulary); output adds nothing measurable to
+analyse (5.1 s with, 5.8 s without, noise). Seeds: S x the real run.
 """
 
 from __future__ import annotations
