@@ -2,7 +2,7 @@
 
 import torch
 
-from pytest_icl import metrics
+from pytest_icl import metrics, stats
 
 
 def test_kendall_paper_scale(benchmark):
@@ -16,5 +16,5 @@ def test_kendall_paper_scale(benchmark):
 
 def test_bootstrap_matrix_form(benchmark):
     x = torch.randn(64, 30, dtype=torch.float64)
-    low, high = benchmark(metrics.bootstrap_ci, x, n_boot=1000)
+    low, high = benchmark(stats.bootstrap_ci, x, n_boot=1000)
     assert low < high

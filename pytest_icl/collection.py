@@ -81,6 +81,14 @@ def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:
 class IclItem(pytest.Function):
     """A generated property test; reported under its task file and its own name."""
 
+    def __init__(self, *args, params: str, **kwargs):
+        super().__init__(*args, name=f"test_icl[{params}]", **kwargs)
+        # pytest 9.2 compares structured node ids: "test_icl" with params, as a parametrized test
+        # has. Built from the bracketed name alone, the id would differ from the one --lf/--ff
+        # read back from the cache, and they would rerun everything.
+        if hasattr(self, "_id") and hasattr(self._id, "with_params"):
+            self._id = self.parent.id.child("test_icl").with_params(params)
+
     def reportinfo(self):
         return self.path, 0, self.name  # a line is required by pytest's skip reporting
 
@@ -93,7 +101,7 @@ def items_for(parent: pytest.Collector, source: TaskSource, session: IclSession)
         checks.append(("baseline", _baseline_test))
     for spec in session.model_specs():
         for name, test in checks:
-            item = IclItem.from_parent(parent, name=f"test_icl[{spec.id}-{source.name}-{name}]", callobj=test)
+            item = IclItem.from_parent(parent, params=f"{spec.id}-{source.name}-{name}", callobj=test)
             item.icl_case = IclCase(spec, source, name)
             item.icl_payload = {}
             item.add_marker("icl")

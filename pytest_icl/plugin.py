@@ -149,20 +149,13 @@ def _task_roots(config: pytest.Config) -> tuple[list[Path], bool]:
 
 
 def _named_on_command_line(config: pytest.Config, path: Path) -> bool:
-    """Whether ``path`` is, or is under, a path the user typed.
-
-    Not testpaths, and not the project's own top folder (``pytest .``): a foreign project's
-    YAML files must never turn into collection errors.
-    """
+    """Whether ``path`` itself was given on the command line (``pytest my/task.yaml``)."""
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         return False
-    tops = {config.rootpath.resolve(), config.invocation_params.dir.resolve()}
     for arg in config.args:
         target = Path(arg.split("::")[0])
-        target = (config.invocation_params.dir / target).resolve() if not target.is_absolute() else target.resolve()
-        if target in tops:
-            continue
-        if target == path or target in path.parents:
+        target = (config.invocation_params.dir / target) if not target.is_absolute() else target
+        if target.resolve() == path:
             return True
     return False
 
@@ -170,9 +163,12 @@ def _named_on_command_line(config: pytest.Config, path: Path) -> bool:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     """lm-eval multiple_choice task YAMLs become test files; any other YAML is left alone.
 
-    In the ``icl_tasks`` folders (ini) and under paths given on the command line a malformed
-    task file is a collection error; elsewhere (e.g. a foreign project's ``tasks/main.yml``
-    under the default ``<rootdir>/tasks``) only clean task files are ours.
+    Ours are the task files inside the task folders (the ``icl_tasks`` ini folders, else
+    ``<rootdir>/tasks``) and task files named on the command line. A YAML elsewhere, e.g. one
+    next to a test file that uses it through ``@pytest.mark.icl_task``, is not collected.
+    Where the folders were configured, or the file was named, a malformed task file is a
+    collection error; in the default folder only files that declare a ``task:`` are (a foreign
+    project's ``tasks/main.yml`` is left alone).
     """
     if file_path.suffix not in (".yaml", ".yml"):
         return None
@@ -227,10 +223,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             roots, _ = _task_roots(config)
             try:
                 # A task file in the task folders wins over an lm-eval built-in of the same name.
-                sources = tuple(find_task(name, roots) or TaskSource.builtin(name) for name in missing)
+                found = {name: find_task(name, roots) for name in missing}
             except TaskError as error:
                 raise pytest.UsageError(f"--icl-task: {error}") from None
-            items.extend(NamedTasks.from_parent(session, name="lm-eval-tasks", sources=sources).collect())
+            for source in found.values():
+                if source is not None:  # collected as if named on the command line: its own ids, expected failures
+                    items.extend(TaskFile.from_parent(session, path=source.path).collect())
+            builtins = tuple(TaskSource.builtin(name) for name, source in found.items() if source is None)
+            if builtins:
+                items.extend(NamedTasks.from_parent(session, name="lm-eval-tasks", sources=builtins).collect())
     order = {spec.id: index for index, spec in enumerate(icl.model_specs())}
     items.sort(key=lambda item: order.get(_model_id(item), -1))
 

@@ -46,20 +46,26 @@ class ResultStore:
     reported: dict[str, int] = field(default_factory=dict)
     writes: int = 0  # how often the files were written (a test checks: once per finished pair)
 
+    def expect(self, pair: str, items: int) -> None:
+        """The pair has this many generated items: its files wait for all of them."""
+        self.expected[pair] = items
+
     def add_row(self, row: dict[str, Any]) -> None:
         pair = pair_of(row)
         if pair in self.rows:
             return
         self.rows[pair] = row
-        if pair not in self.expected:  # a task-as-test-file row: no property items to wait for
+        if pair not in self.expected or self._finished(pair):  # a task-as-test-file row waits for nothing
             self.write()
 
-    def add_outcome(self, pair: str, name: str, outcome: str, *, items_in_pair: int) -> None:
+    def add_outcome(self, pair: str, name: str, outcome: str) -> None:
         self.outcomes.setdefault(pair, {})[name] = outcome
-        self.expected[pair] = items_in_pair
         self.reported[pair] = self.reported.get(pair, 0) + 1
-        if self.reported[pair] == items_in_pair and pair in self.rows:
+        if self._finished(pair) and pair in self.rows:
             self.write()
+
+    def _finished(self, pair: str) -> bool:
+        return self.reported.get(pair, 0) >= self.expected.get(pair, 0)
 
     def finished_rows(self) -> list[dict[str, Any]]:
         order = {name: index for index, name in enumerate(self.model_order)}
@@ -74,7 +80,7 @@ class ResultStore:
 
     def close(self) -> None:
         """Write pairs that never finished (an interrupted run, -x): they still count as results."""
-        unfinished = [pair for pair in self.rows if self.reported.get(pair, 0) != self.expected.get(pair, 0)]
+        unfinished = [pair for pair in self.rows if not self._finished(pair)]
         if unfinished:
             self.write()
 

@@ -39,15 +39,17 @@ class Summary:
         payload = getattr(report, "icl", None)
         if not payload:
             return
+        prop = payload.get("property")
+        if prop is not None:
+            self.store.expect(prop["pair"], prop["items"])
         if "row" in payload:
             self.store.add_row(payload["row"])
         if "baseline" in payload:
             self.comparisons[payload["baseline"]["pair"]] = payload["baseline"]
         # One outcome per item: its call, or the setup that stopped it (a skip, an error).
         decisive = report.when == "call" or (report.when == "setup" and report.outcome != "passed")
-        if "property" in payload and decisive:
-            prop = payload["property"]
-            self.store.add_outcome(prop["pair"], prop["name"], outcome_of(report), items_in_pair=prop["items"])
+        if prop is not None and decisive:
+            self.store.add_outcome(prop["pair"], prop["name"], outcome_of(report))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Write what is left, the baseline (--icl-baseline-update) and the HTML report."""

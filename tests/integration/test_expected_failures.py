@@ -57,4 +57,4 @@ def test_an_unknown_property_is_a_collection_error(tmp_path, tiny_gpt2):
     write_task(tmp_path / "tasks", "typo", icl={"expected_failures": {"simaoo": "why"}})
     result = run_pytest(tmp_path, f"--icl-model={tiny_gpt2}", "--collect-only", "-q")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*typo.yaml: icl.expected_failures names unknown properties [[]'simaoo'*; known: accuracy, *"])
+    result.stdout.fnmatch_lines(["*typo.yaml: expected_failures names unknown properties [[]'simaoo'*; known: accuracy, *"])

@@ -104,7 +104,8 @@ def test_named_task_file_wins_over_the_lm_eval_builtin_of_the_same_name(project)
     project.pytester.makeini("[pytest]\nicl_tasks = suites\n")
     (project.path / "elsewhere").mkdir()
 
-    result = project.run("--collect-only", "-q", "--icl-task", "sst2", "elsewhere")
+    result = project.run("--collect-only", "--icl-task", "sst2", "elsewhere")
 
-    result.stdout.fnmatch_lines(["*test_icl[[]tiny-gpt2-sst2-accuracy[]]*"])
+    result.stdout.fnmatch_lines(["*<IclItem test_icl[[]tiny-gpt2-sst2-accuracy[]]>*"])
+    result.stdout.fnmatch_lines(["*<TaskFile suites/sst2/sst2.yaml>*"])
     result.stdout.fnmatch_lines(["icl: --icl-task sst2 is the task file *suites/sst2/sst2.yaml; lm-eval's built-in task 'sst2' is not used"])

@@ -90,11 +90,29 @@ def test_terminal_table_has_a_row_per_pair_and_names_the_files(suite_run):
     suite_run.result.stdout.fnmatch_lines(
         [
             "*= ICL vs finetuning =*",
-            "model * task * k  n  ZSL * ICL * FT * Rec2FTP/chance  SimAOU/fair-rand  SimAM bef/aft  Kendall/rand * result*",
+            "model * task * k  n  lr * ZSL * ICL * FT * Rec2FTP/chance  SimAOU/fair-rand  SimAM bef/aft  Kendall/rand * result*",
             "---*",
         ]
     )
     table = [line for line in suite_run.result.outlines if line.startswith(SUITE_MODELS)]
     assert sorted((line.split()[0], line.split()[1]) for line in table) == sorted(PAIRS)
     assert all(" 4  6  " in line and "FAIL" in line and "simam" in line for line in table)
-    suite_run.result.stdout.fnmatch_lines([f"results: {suite_run.report / 'results.json'} and results.csv"])
+    suite_run.result.stdout.fnmatch_lines([f"results: {suite_run.report / 'results.json'}, results.csv and samples_*.jsonl"])
+
+
+def test_samples_and_results_load_as_dataframes(suite_run):
+    """Per-example files like lm-eval's --log_samples, and pytest_icl.results.load over the folder."""
+    from pytest_icl.results import load
+
+    samples = sorted(p.name for p in suite_run.report.glob("samples_*.jsonl"))
+    assert samples == sorted(f"samples_{model}_{task}.jsonl" for model, task in PAIRS)
+
+    results = load(suite_run.report)
+
+    assert len(results.pairs) == len(PAIRS)
+    assert {"model_id", "task", "acc_icl", "simaou", "property_simam"} <= set(results.pairs.columns)
+    assert set(results.layers["metric"]) >= {"simaou", "simam_after", "kendall"}
+    assert len(results.samples) == 6 * len(PAIRS)  # --icl-limit 6
+    first = results.samples.iloc[0]
+    assert first["prompt"].endswith(first["query"]) and len(first["logprobs_icl"]) == len(first["choices"])
+    assert first["prediction_icl"] in range(len(first["choices"]))

@@ -19,7 +19,7 @@ def test_each_model_runs_on_one_worker(xdist_run):
     assert sorted(line.node for line in lines) == sorted(suite_ids())
     assert all(len(found) == 1 for found in workers.values()), workers
     assert workers[SUITE_MODELS[0]] != workers[SUITE_MODELS[1]]  # two models, two workers
-    xdist_run.result.stdout.fnmatch_lines(["scheduling tests via ModelScheduling"])
+    xdist_run.result.stdout.fnmatch_lines(["scheduling tests via IclScheduling"])
 
 
 def rows(run) -> list[dict]:
