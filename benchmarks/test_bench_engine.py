@@ -9,6 +9,11 @@ the scoring stages over re-encoding every prompt; peak resident memory over the 
 Measured on the 2-core CPU (SmolLM2, fp32, sentiment_blue_red, k=16, n=64): total 12.0 s
 (ZSL 2.5, ICL 3.8, FT steps 3.3, FT eval 2.1, metrics 0.4), 1.12x the plain passes; scoring
 8.4 s with prefix reuse vs 31.5 s re-encoded (3.8x); peak RSS 1.47 GiB = 2.9x the fp32 weights.
+
+topic_nonce (four multi-token choices; SmolLM2, fp32, k=16, n=64, one torch thread on the shared
+2-core CPU, so absolute times may be inflated): scoring stages (ZSL + ICL + FT eval) 26.7-28.1 s
+with the two-level scoring vs 41.7-42.8 s with a row per choice (1.55x) and 46.6-50.1 s for the code
+before the lm-eval tokenisation (segment-wise ids, a row per choice); ICL stage 13.7 vs 20.4 s.
 """
 
 from __future__ import annotations

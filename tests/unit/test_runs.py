@@ -166,7 +166,7 @@ def test_bf16_model_keeps_fp32_master_updates():
     assert changed > 0.0
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "gpt2"])
+@pytest.mark.parametrize("arch", ["gpt2"])  # the row structure is what matters; sliding caches are covered above
 def test_two_level_scoring_when_a_choice_merges_with_the_query(arch):
     # "Word: x h" + "ot"/"ome"/"ouse": lm-eval takes the continuation ids from the joint encoding
     # ("Ġho", "t"), so a choice row is not the context plus the choice's own encoding.
