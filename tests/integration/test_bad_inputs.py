@@ -16,6 +16,7 @@ A reader sees here, in one place, what each mistake looks like to a user.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -156,6 +157,18 @@ CASES = [
 RUNTIME = {case.id for case in CASES if case.exit == FAILED and case.id.startswith("task-")}
 
 
+def _record(case: Case, result) -> None:
+    """With PYTEST_ICL_CATALOGUE=FILE, append "case | exit | first line of the message" (for the docs)."""
+    target = os.environ.get("PYTEST_ICL_CATALOGUE")
+    if not target:
+        return
+    lines = result.stderr.lines if case.exit == USAGE else result.stdout.lines
+    pattern = case.message.strip("*").split("*")[0].replace("[[]", "[").replace("[]]", "]")
+    first = next((line for line in lines if pattern and pattern in line), lines[0] if lines else "")
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(f"| {case.id} | {result.ret} | {first.strip()[:160]} |\n")
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input(project, case: Case, monkeypatch):
     project.task()  # the good task, beside whatever the case breaks
@@ -176,6 +189,7 @@ def test_bad_input(project, case: Case, monkeypatch):
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == case.exit, output[-3000:]
     (result.stderr if case.exit == USAGE else result.stdout).fnmatch_lines([case.message])
+    _record(case, result)
     assert "Traceback" not in output and "During handling of the above exception" not in output
     if case.exit == USAGE:
         assert len([line for line in result.stderr.lines if line.strip()]) <= 8  # one paragraph
