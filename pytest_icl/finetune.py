@@ -38,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pytest_icl.placement import input_device
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
@@ -104,10 +106,6 @@ class LayerCausalLoss:
             handle.remove()
         self._handles.clear()
 
-
-def input_device(model: nn.Module):
-    """Where token ids must go: the input embedding's device (the first device of a split model)."""
-    return model.get_input_embeddings().weight.device
 
 
 @contextmanager

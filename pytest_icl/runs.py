@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from pytest_icl.capture import AttentionCapture
 from pytest_icl.encoding import EncodedTask, SettingEncoding, encode_demonstrations, encode_task, max_positions
 from pytest_icl.finetune import finetuned
+from pytest_icl.placement import input_device
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -75,10 +76,6 @@ class Records:
     prompt_tokens: int  # longest ICL input
     timings: dict[str, float] = field(default_factory=dict)
 
-
-def input_device(model: nn.Module):
-    """Where input ids go: the input embedding's device (a model split over devices starts there)."""
-    return model.get_input_embeddings().weight.device
 
 
 def _batches(order: list[int], size: int):
@@ -190,9 +187,8 @@ def score_setting(
         with torch.no_grad(), capture.recording(
             capture_rows, capture_positions, queries="at_positions" if record_queries else "none"
         ) as record:
-            logits = model(
-                input_ids=input_ids, attention_mask=mask, logits_to_keep=torch.tensor(keep, device=device), **kwargs
-            ).logits
+            # keep is a list: under a device map accelerate's hooks would move a tensor to the first GPU.
+            logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=keep, **kwargs).logits
         picked = torch.log_softmax(
             logits[torch.tensor([r for r, _ in pairs]), torch.tensor([column[p] for _, p in pairs])].float(), dim=-1
         ).cpu()  # [pairs, V]
@@ -304,10 +300,8 @@ def run_settings(
 
         start = time.perf_counter()
         steps = report("FT steps", len(training))
-        # Another helper adds `objective` to finetuned(); pass it only when asked for.
-        objective = {} if ft_objective == "gd" else {"objective": ft_objective}
         with finetuned(
-            model, capture, training, lr=task.settings.lr, demo_offset=offset, on_step=lambda _: steps(), **objective
+            model, capture, training, lr=task.settings.lr, demo_offset=offset, on_step=lambda _: steps(), objective=ft_objective
         ) as result:
             timings["ft_train"] = time.perf_counter() - start
             start = time.perf_counter()

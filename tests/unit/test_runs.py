@@ -224,7 +224,7 @@ def test_ft_task_gives_fts_training_sequences():
     assert records.num_training_tokens == sum(map(len, sequences))
 
 
-def test_ft_objective_goes_to_finetuned_only_when_not_plain_gd(monkeypatch):
+def test_ft_objective_goes_to_finetuned(monkeypatch):
     from contextlib import contextmanager
 
     import pytest_icl.runs as runs
@@ -234,11 +234,11 @@ def test_ft_objective_goes_to_finetuned_only_when_not_plain_gd(monkeypatch):
     @contextmanager
     def spy(*args, **kwargs):
         seen.append(kwargs.get("objective"))
-        with finetuned(*args, **{k: v for k, v in kwargs.items() if k != "objective"}) as result:
+        with finetuned(*args, **kwargs) as result:
             yield result
 
     monkeypatch.setattr(runs, "finetuned", spy)
     model, tokenizer = make_tiny_model("gpt2")
     run_settings(model, tokenizer, _task(shots=2), ft_objective="gd")
     run_settings(model, tokenizer, _task(shots=2), ft_objective="lcgd")
-    assert seen == [None, "lcgd"]
+    assert seen == ["gd", "lcgd"]
