@@ -15,6 +15,7 @@ A reader sees here, in one place, what each mistake looks like to a user.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass, field
@@ -163,8 +164,7 @@ def _record(case: Case, result) -> None:
     if not target:
         return
     lines = result.stderr.lines if case.exit == USAGE else result.stdout.lines
-    pattern = case.message.strip("*").split("*")[0].replace("[[]", "[").replace("[]]", "]")
-    first = next((line for line in lines if pattern and pattern in line), lines[0] if lines else "")
+    first = next((line for line in lines if fnmatch.fnmatch(line, case.message)), "")
     with open(target, "a", encoding="utf-8") as handle:
         handle.write(f"| {case.id} | {result.ret} | {first.strip()[:160]} |\n")
 
