@@ -19,6 +19,8 @@ import pytest
 from pytest_icl.collection import SESSION, NamedTasks, TaskFile, fail, skip
 from pytest_icl.models import ModelError
 from pytest_icl.options import BY_DEST, OPTIONS, OptionError, check_device, check_report_folder, parse_options
+from pytest_icl.placement import PlacementError
+from pytest_icl.scheduling import SchedulingError, pin_worker
 from pytest_icl.results import ResultStore
 from pytest_icl.session import IclCase, IclSession
 from pytest_icl.tasks import TaskError, TaskSource, TaskUnavailable, find_task, is_task_file
@@ -72,19 +74,13 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         options = parse_options(_raw_value(config), ini_dir=config.inipath.parent if config.inipath else None)
         if is_worker:  # before anything initialises CUDA: the worker sees only its own GPUs
-            from pytest_icl.scheduling import pin_worker
-
             if options.device != "cpu":
                 pin_worker(os.environ, config.workerinput, options.gpus_per_worker)
         check_device(options.device)
         if options.report is not None and not is_worker:
             check_report_folder(options.report)
-    except (OptionError, ModelError) as error:
+    except (OptionError, ModelError, PlacementError, SchedulingError) as error:
         raise pytest.UsageError(str(error)) from None
-    except Exception as error:  # scheduling/placement errors: one line, still a usage error
-        if type(error).__name__ in ("SchedulingError", "PlacementError"):
-            raise pytest.UsageError(str(error)) from None
-        raise
     session = IclSession(options, is_worker=is_worker)
     try:
         specs = session.model_specs()
