@@ -213,7 +213,11 @@ def _build_lm_eval_task(config: dict[str, Any], origin: str):
         message = _first_line(error)
         if "offline" in message.lower() or "couldn't reach" in message.lower():
             raise TaskUnavailable(f"{origin}: its data is not available offline ({message}).") from None
-        raise TaskDefinitionError(f"{origin}: lm-eval could not build this task: {type(error).__name__}: {message}") from None
+        hint = ""
+        if isinstance(error, IndexError) and "string index" in message:
+            # lm-eval reads choice[0] of the first document's choices while building the task
+            hint = ". lm-eval fails this way on an empty answer choice: make doc_to_choice give non-empty strings"
+        raise TaskDefinitionError(f"{origin}: lm-eval could not build this task: {type(error).__name__}: {message}{hint}") from None
     tasks = loaded["tasks"]
     if len(tasks) != 1:
         raise TaskDefinitionError(f"{origin}: expected one task, lm-eval built {len(tasks)} ({', '.join(tasks)})")
