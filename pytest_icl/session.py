@@ -171,7 +171,9 @@ class IclSession:
             task = task.with_lr(lr_choice.lr)
         bars = _ProgressBars()
         try:
-            records = _run(lambda: run_settings(lm.model, lm.tokenizer, task, batch_size=o.batch_size, progress=bars.update), lm, o.batch_size)
+            records = _run(
+                lambda: run_settings(lm.model, lm.tokenizer, task, batch_size=o.batch_size, progress=bars.update), lm, o.batch_size
+            )
         finally:
             bars.close()
         start = time.perf_counter()
