@@ -26,10 +26,6 @@ from pytest_icl import report
 if TYPE_CHECKING:
     import pandas as pd
 
-# Outcomes a property item can have, as the table and files spell them.
-OUTCOMES = ("passed", "failed", "skipped", "xfailed", "xpassed", "inconclusive", "error")
-
-
 def pair_of(row: dict[str, Any]) -> str:
     return f"{row['model_id']}-{row['task']}"
 
