@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -50,20 +49,18 @@ def count(text: str) -> int:
     return _whole(text, low=0)
 
 
-def any_int(text: str) -> int:
-    return _whole(text, low=None)
+def task_setting(name: str, allowed: str) -> Callable[[str], Any]:
+    """An option that overrides a task setting obeys the task file's own rule (task_files.parse_setting)."""
 
+    def parse(text: str) -> Any:
+        from pytest_icl.task_files import TaskSettingsError, parse_setting
 
-def learning_rate(text: str) -> float | str:
-    if str(text).strip().lower() == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError("a finite number > 0 (e.g. 1e-3), or 'auto' (chosen on the task's validation split)")
-    return value
+        try:
+            return parse_setting(name, text, where=name)
+        except TaskSettingsError:
+            raise ValueError(allowed) from None
+
+    return parse
 
 
 def one_of(*allowed: str) -> Callable[[str], str]:
@@ -159,11 +156,11 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("--icl-model", text_value, f"model to test: alias, hub id[@revision], local folder or .gguf file (repeatable; default {DEFAULT_MODEL})", "list", "MODEL", "icl_models"),
     Option("--icl-task", text_value, "only these tasks (repeatable); a named task whose data cannot be had fails instead of skipping", "list", "NAME", "icl_task_filter"),
-    Option("--icl-shots", positive_int, "number of demonstrations k (= FT steps); default: the task's", metavar="K"),
-    Option("--icl-seed", any_int, "demonstration shuffle seed; default: the task's", metavar="SEED"),
-    Option("--icl-lr", learning_rate, "FT learning rate, or 'auto' (chosen per model on the validation split); default: the task's", metavar="LR"),
-    Option("--icl-position", one_of("label", "prompt"), "analysed position: label (official code) or prompt", metavar="POSITION"),
-    Option("--icl-limit", positive_int, "eval examples per task (first N after a seed-1 shuffle)", metavar="N"),
+    Option("--icl-shots", task_setting("shots", "a whole number ≥ 1"), "number of demonstrations k (= FT steps); default: the task's", metavar="K"),
+    Option("--icl-seed", task_setting("seed", "a whole number from 0 to 2**32 - 1"), "demonstration shuffle seed; default: the task's", metavar="SEED"),
+    Option("--icl-lr", task_setting("lr", "a finite number > 0 (e.g. 1e-3), or 'auto' (chosen on the task's validation split)"), "FT learning rate, or 'auto' (chosen per model on the validation split); default: the task's", metavar="LR"),
+    Option("--icl-position", task_setting("position", "label or prompt"), "analysed position: label (official code) or prompt", metavar="POSITION"),
+    Option("--icl-limit", task_setting("limit", "a whole number ≥ 1"), "eval examples per task (first N after a seed-1 shuffle)", metavar="N"),
     Option("--icl-device", device, "auto (default), cpu, cuda or cuda:N", metavar="DEVICE"),
     Option("--icl-device-map", device_map, "auto, balanced or a JSON FILE: shard a model too big for one GPU (accelerate)", metavar="MAP"),
     Option("--icl-dtype", one_of("float32", "bfloat16", "float16", "auto"), "float32 (default), bfloat16, float16 or auto (bf16 on CUDA); FT updates stay fp32", metavar="DTYPE"),
