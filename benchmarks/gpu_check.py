@@ -63,7 +63,7 @@ def made_up_task(*, shots: int = 16, limit: int = 64, seed: int = 1):
     """topic_nonce as an ``IclTask``, read from its YAML and JSONL files without lm-eval."""
     import yaml
 
-    from pytest_icl.tasks import Example, IclTask, TaskSettings
+    from pytest_icl.tasks.loading import Example, IclTask, TaskSettings
 
     class Loader(yaml.SafeLoader):  # lm-eval tags (!function ...) are not needed here: read them as None
         pass
@@ -218,8 +218,8 @@ def analyse_big(family: str, device, dtype, tokenizer, task, peak_tflops: float,
     """Build one paper-sized model, run the full analysis, print the figures."""
     import torch
 
-    from pytest_icl.analysis import analyse
-    from pytest_icl.runs import run_settings
+    from pytest_icl.analysis.aggregate import analyse
+    from pytest_icl.engine.runs import run_settings
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -284,7 +284,7 @@ def compare_devices(arch: str, device, report: Report, *, task) -> bool:
     """One tiny architecture analysed on the CPU and on ``device`` (fp32 both): records agree?"""
     import torch
 
-    from pytest_icl.runs import run_settings
+    from pytest_icl.engine.runs import run_settings
     from tests.tiny_models import make_tiny_model
 
     model, tokenizer = make_tiny_model(arch)
@@ -319,8 +319,8 @@ def device_map_loads(arch: str, device, report: Report, *, task, folder: Path) -
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pytest_icl.placement import check_placement, device_map_kwargs, input_device
-    from pytest_icl.runs import run_settings
+    from pytest_icl.models.placement import check_placement, device_map_kwargs, input_device
+    from pytest_icl.engine.runs import run_settings
     from tests.tiny_models import make_tokenizer, save_tiny_model
 
     save_tiny_model(arch, folder)
@@ -348,7 +348,7 @@ def oom_message(device, report: Report) -> None:
     """Ask for far more memory than the GPU has (a plain cudaMalloc that fails at once) and print the paragraph."""
     import torch
 
-    from pytest_icl.placement import describe_oom, is_out_of_memory
+    from pytest_icl.models.placement import describe_oom, is_out_of_memory
 
     if device.type != "cuda":
         report.line("out-of-memory paragraph: skipped on the CPU")

@@ -56,10 +56,10 @@ def side_by_side(model, tokenizer, name: str, *, shots: int = 16, limit: int = 6
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_icl.capture import AttentionCapture
-    from pytest_icl.encoding import encode_task, max_positions
-    from pytest_icl.runs import score_setting
-    from pytest_icl.tasks import TaskSource, load_task
+    from pytest_icl.engine.capture import AttentionCapture
+    from pytest_icl.engine.encoding import encode_task, max_positions
+    from pytest_icl.engine.runs import score_setting
+    from pytest_icl.tasks.loading import TaskSource, load_task
 
     task = load_task(TaskSource.from_path(TASKS / name / f"{name}.yaml"), shots=shots, limit=limit)
     gold = torch.tensor([e.gold for e in task.eval_examples])
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    from pytest_icl.models import load_model
+    from pytest_icl.models.loading import load_model
 
     with load_model(args.model) as lm:
         print(f"{'task':<20} {'ids equal':>10} {'max|Δlogp|':>11} {'acc icl':>8} {'acc lm-eval':>12} {'icl s':>7} {'lm-eval s':>10} {'ratio':>6}")

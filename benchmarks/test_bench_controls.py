@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl.analysis import analyse
-from pytest_icl.controls import RUNNABLE, run_control
-from pytest_icl.models import load_model
-from pytest_icl.runs import run_settings
-from pytest_icl.tasks import TaskSource, load_task
+from pytest_icl.analysis.aggregate import analyse
+from pytest_icl.controls.base import RUNNABLE, run_control
+from pytest_icl.models.loading import load_model
+from pytest_icl.engine.runs import run_settings
+from pytest_icl.tasks.loading import TaskSource, load_task
 
 TASK = Path(__file__).resolve().parents[1] / "tasks" / "sentiment_blue_red" / "sentiment_blue_red.yaml"
 

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_icl.analysis import analyse
-from pytest_icl.encoding import encode_task
-from pytest_icl.models import load_model
-from pytest_icl.runs import run_settings
-from pytest_icl.tasks import TaskSource, load_task
+from pytest_icl.analysis.aggregate import analyse
+from pytest_icl.engine.encoding import encode_task
+from pytest_icl.models.loading import load_model
+from pytest_icl.engine.runs import run_settings
+from pytest_icl.tasks.loading import TaskSource, load_task
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 TASK = TASKS / "sentiment_blue_red" / "sentiment_blue_red.yaml"
@@ -71,7 +71,7 @@ def _plain_passes(model, encoded, batch_size=16) -> float:
     logits only at each row's last position) and one forward/backward per demonstration for the
     K/V gradients alone, through the model's own (SDPA) attention, without capture.
     """
-    from pytest_icl.architectures import architecture_of
+    from pytest_icl.models.architectures import architecture_of
 
     kv = [part.param for part in architecture_of(model).kv_parts(model)]
     start = time.perf_counter()

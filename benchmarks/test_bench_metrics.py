@@ -2,7 +2,8 @@
 
 import torch
 
-from pytest_icl import metrics, stats
+from pytest_icl.analysis import metrics
+from pytest_icl.analysis import stats
 
 
 def test_kendall_paper_scale(benchmark):

@@ -11,7 +11,7 @@ pytest plugin does not pull in torch at collection)::
     analysis = analyse(records)                                  # every metric and control
     check_property("simaou", analysis.values, margin=0.0).passed
 
-    results = pytest_icl.results.load("icl-report")              # a report folder as DataFrames
+    results = pytest_icl.load_results("icl-report")             # a report folder as DataFrames
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ except PackageNotFoundError:  # running from a checkout that was never installed
 
 # name -> module that defines it
 _PUBLIC = {
-    "ModelError": "models", "ModelSpec": "models", "LoadedModel": "models", "resolve_model": "models", "load_model": "models",
-    "TaskError": "tasks", "TaskSource": "tasks", "IclTask": "tasks", "load_task": "tasks",
-    "Records": "runs", "run_settings": "runs",
-    "finetuned": "finetune",
-    "Analysis": "analysis", "analyse": "analysis",
-    "PROPERTIES": "properties", "check_property": "properties",
+    "IclError": "errors", "UsageError": "errors", "ModelError": "errors", "TaskError": "errors",
+    "ModelSpec": "models.loading", "LoadedModel": "models.loading", "resolve_model": "models.loading",
+    "load_model": "models.loading",
+    "TaskSource": "tasks.loading", "IclTask": "tasks.loading", "load_task": "tasks.loading",
+    "Records": "engine.runs", "run_settings": "engine.runs",
+    "finetuned": "engine.finetune",
+    "Analysis": "analysis.aggregate", "analyse": "analysis.aggregate",
+    "PROPERTIES": "analysis.properties", "PropertyCheck": "analysis.properties", "check_property": "analysis.properties",
     "IclOptions": "options",
-    "Results": "results", "load_results": "results",
+    "IclResult": "plugin.session",
+    "Results": "report.results", "load_results": "report.results",
 }  # fmt: skip
 
 __all__ = ["__version__", *_PUBLIC]

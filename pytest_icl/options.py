@@ -16,16 +16,14 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import OptionError, PlacementError
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pytest_icl.controls import CONTROLS
-from pytest_icl.models import ALIASES, DEFAULT_MODEL
-
-
-class OptionError(ValueError):
-    """A bad option value; the message names the option, the value and what is allowed."""
+from pytest_icl.controls.base import CONTROLS
+from pytest_icl.models.loading import ALIASES, DEFAULT_MODEL
 
 
 # ---- parsers: str -> value, raising ValueError("what is allowed")
@@ -53,7 +51,7 @@ def task_setting(name: str, allowed: str) -> Callable[[str], Any]:
     """An option that overrides a task setting obeys the task file's own rule (task_files.parse_setting)."""
 
     def parse(text: str) -> Any:
-        from pytest_icl.task_files import TaskSettingsError, parse_setting
+        from pytest_icl.tasks.files import TaskSettingsError, parse_setting
 
         try:
             return parse_setting(name, text, where=name)
@@ -73,9 +71,22 @@ def one_of(*allowed: str) -> Callable[[str], str]:
 
 
 def device(text: str) -> str:
-    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise ValueError("auto, cpu, cuda or cuda:N")
+    """One grammar with the loader: placement's parser decides, the option only words the error."""
+    from pytest_icl.models.placement import DEVICE_CHOICES, parse_device
+
+    try:
+        return parse_device(text)
+    except PlacementError:
+        raise ValueError(DEVICE_CHOICES) from None
+
+
+def dtype(text: str) -> str:
+    from pytest_icl.models.placement import DTYPE_CHOICES, parse_dtype
+
+    try:
+        return parse_dtype(text)
+    except PlacementError:
+        raise ValueError(DTYPE_CHOICES) from None
 
 
 def device_map(text: str) -> str:
@@ -114,13 +125,13 @@ def data_entry(text: str) -> tuple[str, str]:
 
 
 def threshold(text: str) -> tuple[str, float]:
-    from pytest_icl.properties import parse_margin
+    from pytest_icl.analysis.properties import parse_margin
 
     return parse_margin(text)
 
 
 def tolerance(text: str) -> tuple[str, float]:
-    from pytest_icl.baseline import COMPARED, parse_tolerance
+    from pytest_icl.report.baseline import COMPARED, parse_tolerance
 
     try:
         return parse_tolerance(text)
@@ -163,7 +174,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--icl-limit", task_setting("limit", "a whole number ≥ 1"), "eval examples per task (first N after a seed-1 shuffle)", metavar="N"),
     Option("--icl-device", device, "auto (default), cpu, cuda or cuda:N", metavar="DEVICE"),
     Option("--icl-device-map", device_map, "auto, balanced or a JSON FILE: shard a model too big for one GPU (accelerate)", metavar="MAP"),
-    Option("--icl-dtype", one_of("float32", "bfloat16", "float16", "auto"), "float32 (default), bfloat16, float16 or auto (bf16 on CUDA); FT updates stay fp32", metavar="DTYPE"),
+    Option("--icl-dtype", dtype, "float32 (default), bfloat16, float16 or auto (bf16 on CUDA); FT updates stay fp32", metavar="DTYPE"),
     Option("--icl-batch-size", positive_int, "eval examples per forward pass (default 16)", metavar="N"),
     Option("--icl-gpus-per-worker", count, "GPUs each pytest-xdist worker gets from the visible list (default: one each when there are enough, else shared round-robin; 0 = no pinning)", metavar="N"),
     Option("--icl-dist", one_of("model", "pair"), "xdist scheduling: model (each model on one worker, default) or pair (spread model × task)", metavar="MODE"),
@@ -309,7 +320,7 @@ def check_device(spec: str) -> None:
     """A CUDA device asked for by name must exist (``auto`` and ``cpu`` always do)."""
     if not spec.startswith("cuda"):
         return
-    from pytest_icl.placement import PlacementError, resolve_device
+    from pytest_icl.models.placement import PlacementError, resolve_device
 
     try:
         resolve_device(spec)

@@ -39,10 +39,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_icl import metrics, stats
+from pytest_icl.analysis import metrics
+from pytest_icl.analysis import stats
 
 if TYPE_CHECKING:
-    from pytest_icl.runs import Records
+    from pytest_icl.engine.runs import Records
 
 
 @dataclass

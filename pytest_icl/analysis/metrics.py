@@ -13,7 +13,7 @@ Shapes (n eval examples, L layers, H heads, d hidden size, T eval-example tokens
 * ``*_correct``: bool ``[n]``.
 
 Per-example functions return ``[n, L]`` float64 tensors so that bootstrap intervals can resample
-rows; ``pytest_icl.stats`` aggregates them the way the paper does (§8.5) and gives the intervals.
+rows; ``pytest_icl.analysis.stats`` aggregates them the way the paper does (§8.5) and gives the intervals.
 Everything is computed in float64: the inputs are often fp16/bf16 and the cosines of small
 updates are differences of nearly equal numbers.
 

@@ -50,7 +50,7 @@ PROPERTIES: dict[str, Property] = {
 # inconclusive for a pair where ICL does not beat zero-shot: there is no ICL effect to explain.
 SIMILARITY_PROPERTIES = ("rec2ftp", "simaou", "simam", "kendall")
 
-# Opt-in control items (--icl-controls): see pytest_icl.controls for what each compares. LCGD is
+# Opt-in control items (--icl-controls): see pytest_icl.controls.base for what each compares. LCGD is
 # run and reported beside GD (table, files, HTML) but has no verdict: it is another FT, not a
 # control with an expected winner (spec §12.1.4).
 CONTROL_PROPERTIES = ("untrained", "shuffled", "seeds", "output")

@@ -5,7 +5,7 @@ Pure functions on tensors: no model, no I/O, no pytest. Section numbers (§) ref
 ``docs/paper-spec.md``.
 
 * :func:`layer_curve` and :func:`overall` aggregate the ``[n, L]`` per-example values of
-  ``pytest_icl.metrics`` the way the paper does (§8.5);
+  ``pytest_icl.analysis.metrics`` the way the paper does (§8.5);
 * :func:`bootstrap_ci` / :func:`bootstrap_ci_fn`: percentile bootstrap intervals over eval
   examples, the same resampled rows for the same seed, so intervals of different metrics are
   paired;

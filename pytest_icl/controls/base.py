@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from pytest_icl.analysis import Analysis
-    from pytest_icl.runs import Records
-    from pytest_icl.tasks import IclTask
+    from pytest_icl.analysis.aggregate import Analysis
+    from pytest_icl.engine.runs import Records
+    from pytest_icl.tasks.loading import IclTask
 
 CONTROLS = ("untrained", "shuffled", "lcgd", "seeds", "output")
 RUNNABLE = ("untrained", "shuffled", "lcgd")  # the ones run_control runs; seeds and output need no extra model run here
@@ -276,8 +276,8 @@ def run_control(
     re-initialisation, the label permutation). ``base_analysis`` saves re-analysing ``base``
     when the caller has it.
     """
-    from pytest_icl import runs
-    from pytest_icl.analysis import analyse
+    from pytest_icl.engine import runs
+    from pytest_icl.analysis.aggregate import analyse
 
     if name not in RUNNABLE:
         hint = " (use summarise_seeds over the S analyses)" if name == "seeds" else (
@@ -322,7 +322,7 @@ def _same_token_lengths(task: IclTask, other: IclTask, tokenizer) -> bool:
     Kendall(ICL, FT) pairs ICL's demonstration token t with FT's training token t; when a
     shuffled label tokenises to another length, the pairs after it are different tokens.
     """
-    from pytest_icl.encoding import encode_demonstrations
+    from pytest_icl.engine.encoding import encode_demonstrations
 
     lengths = [[len(s) for s in encode_demonstrations(t, tokenizer).sequences] for t in (task, other)]
     return lengths[0] == lengths[1]

@@ -1,6 +1,6 @@
 """The opt-in controls of one task × model pair (``--icl-controls``), run after its analysis.
 
-:mod:`pytest_icl.controls` defines each control and runs it through the same pipeline as the
+:mod:`pytest_icl.controls.base` defines each control and runs it through the same pipeline as the
 real run; this module runs the ones asked for, turns their outcomes into one verdict per
 control item, and packs their numbers into the pair's row (``row["controls"]``), where the
 table, the files and the HTML report read them.
@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from pytest_icl.properties import PROPERTIES, SIMILARITY_PROPERTIES
+from pytest_icl.analysis.properties import PROPERTIES, SIMILARITY_PROPERTIES
 
 if TYPE_CHECKING:
-    from pytest_icl.analysis import Analysis
-    from pytest_icl.runs import Records
-    from pytest_icl.tasks import IclTask
+    from pytest_icl.analysis.aggregate import Analysis
+    from pytest_icl.engine.runs import Records
+    from pytest_icl.tasks.loading import IclTask
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def run_pair_controls(
     batch_size: int = 16,
 ) -> PairControls:
     """Run the controls in ``names``; ``reload(seed)`` gives the task with other demonstrations."""
-    from pytest_icl.controls import RUNNABLE, check_control, run_control
+    from pytest_icl.controls.base import RUNNABLE, check_control, run_control
 
     result = PairControls()
     for name in names:
@@ -105,9 +105,9 @@ def run_pair_controls(
 
 def _seeds(model, tokenizer, task, records, analysis, count, margins, reload, batch_size):
     """The analysis over ``count`` demonstration seeds (the real run is the first), mean ± sd."""
-    from pytest_icl.analysis import analyse
-    from pytest_icl.controls import summarise_seeds
-    from pytest_icl.runs import run_settings
+    from pytest_icl.analysis.aggregate import analyse
+    from pytest_icl.controls.base import summarise_seeds
+    from pytest_icl.engine.runs import run_settings
 
     analyses, all_records, seed_list = [analysis], [records], [task.settings.seed]
     for offset in range(1, count):

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pytest_icl.architectures import architecture_of
+from pytest_icl.models.architectures import architecture_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -43,7 +43,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_icl.tasks import IclTask, TaskError, TaskWarning
+from pytest_icl.tasks.loading import IclTask, TaskError, TaskWarning
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_icl.placement import input_device
+from pytest_icl.models.placement import input_device
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pytest_icl.architectures import Architecture
-    from pytest_icl.capture import AttentionCapture
+    from pytest_icl.models.architectures import Architecture
+    from pytest_icl.engine.capture import AttentionCapture
 
 OBJECTIVES = ("gd", "lcgd")
 

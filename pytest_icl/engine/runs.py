@@ -36,10 +36,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_icl.capture import AttentionCapture
-from pytest_icl.encoding import EncodedTask, SettingEncoding, encode_demonstrations, encode_task, max_positions
-from pytest_icl.finetune import finetuned
-from pytest_icl.placement import input_device
+from pytest_icl.engine.capture import AttentionCapture
+from pytest_icl.engine.encoding import EncodedTask, SettingEncoding, encode_demonstrations, encode_task, max_positions
+from pytest_icl.engine.finetune import finetuned
+from pytest_icl.models.placement import input_device
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pytest_icl.tasks import IclTask
+    from pytest_icl.tasks.loading import IclTask
 
 
 @dataclass
@@ -255,7 +255,7 @@ def run_settings(
 
     ``ft_task``: FT trains on its demonstrations instead of ``task``'s (a control, e.g. the same
     demonstrations with shuffled labels), tokenised by the same rules inside its own ICL context.
-    ``ft_objective`` goes to :func:`pytest_icl.finetune.finetuned` as ``objective``.
+    ``ft_objective`` goes to :func:`pytest_icl.engine.finetune.finetuned` as ``objective``.
     ``reuse``: ZSL and ICL are taken from these records (of the same task and model); only FT runs.
     """
     import torch

@@ -1,6 +1,6 @@
 """Choose a task's FT learning rate on its validation split.
 
-    python -m pytest_icl.tune tasks/antonym_choice/antonym_choice.yaml --lr 1e-3 3e-3 1e-2 3e-2
+    python -m pytest_icl.engine.tune tasks/antonym_choice/antonym_choice.yaml --lr 1e-3 3e-3 1e-2 3e-2
 
 Dai et al. chose seeds and learning rates on the split they then reported (spec §6, §12.4.7);
 pytest-icl's tasks choose them on a validation split the metrics never see. For each candidate
@@ -37,15 +37,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_icl.models import DEFAULT_MODEL, ModelError, default_cache_root
-from pytest_icl.tasks import AUTO_LR, NoValidationSplit, TaskError, TaskSettings, TaskSource, task_settings
+from pytest_icl.models.loading import DEFAULT_MODEL, ModelError, default_cache_root
+from pytest_icl.tasks.loading import AUTO_LR, NoValidationSplit, TaskError, TaskSettings, TaskSource, task_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from torch import nn
 
-    from pytest_icl.tasks import IclTask
+    from pytest_icl.tasks.loading import IclTask
 
 # Half-decade steps (x ~3) from 1e-4 to 1e-1. The paper's Table 9 picks span 1.6e-4 (SST-5) to
 # 2e-1 (AGNews) for GPT 1.3B/2.7B; on SmolLM2 the shipped tasks measured best at 3e-3 to 3e-2, and
@@ -97,11 +97,11 @@ def sweep_lr(model: nn.Module, tokenizer, task: IclTask, lrs: Sequence[float], *
     """ZSL and ICL accuracy on ``task``'s eval examples, and FT accuracy for every lr in ``lrs``."""
     import torch
 
-    from pytest_icl import metrics
-    from pytest_icl.capture import AttentionCapture
-    from pytest_icl.encoding import encode_task, max_positions
-    from pytest_icl.finetune import finetuned
-    from pytest_icl.runs import score_setting
+    from pytest_icl.analysis import metrics
+    from pytest_icl.engine.capture import AttentionCapture
+    from pytest_icl.engine.encoding import encode_task, max_positions
+    from pytest_icl.engine.finetune import finetuned
+    from pytest_icl.engine.runs import score_setting
 
     if not lrs:
         raise ValueError("sweep_lr needs at least one learning rate")
@@ -195,7 +195,7 @@ def choose_lr(
     a validation split (or run on ``--icl-data`` files) keeps its fixed lr, or
     :data:`FALLBACK_LR` when that is 'auto', and the reason says so.
     """
-    from pytest_icl.tasks import load_task
+    from pytest_icl.tasks.loading import load_task
 
     if not candidates:
         raise ValueError("choose_lr needs at least one candidate learning rate")
@@ -225,7 +225,7 @@ def choose_lr(
 
 def _source(text: str) -> TaskSource:
     """A YAML path, else a task name: a task file under ./tasks wins over an lm-eval built-in, as in pytest."""
-    from pytest_icl.tasks import find_task
+    from pytest_icl.tasks.loading import find_task
 
     path = Path(text)
     if path.suffix in (".yaml", ".yml"):
@@ -234,7 +234,7 @@ def _source(text: str) -> TaskSource:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_icl.tune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pytest_icl.engine.tune", description=__doc__.split("\n\n")[0])
     parser.add_argument("tasks", nargs="+", help="task YAML files, or task names (./tasks first, then lm-eval built-ins)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id, folder or .gguf (default {DEFAULT_MODEL})")
     parser.add_argument("--lr", type=float, nargs="+", default=list(DEFAULT_LRS), help="candidate learning rates")
@@ -245,8 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
 
-    from pytest_icl.models import load_model
-    from pytest_icl.tasks import load_task
+    from pytest_icl.models.loading import load_model
+    from pytest_icl.tasks.loading import load_task
 
     try:
         tasks = [load_task(_source(t), shots=args.shots, seed=args.seed, split="validation") for t in args.tasks]

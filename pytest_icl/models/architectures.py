@@ -27,19 +27,17 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import UnsupportedArchitecture  # noqa: F401 - defined in errors, used or re-exported here
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pytest_icl.models import ModelError
+from pytest_icl.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-
-class UnsupportedArchitecture(ModelError):
-    """The model's ``model_type`` has no entry in the architecture table."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import CacheWarning  # noqa: F401 - defined in errors, used or re-exported here
+
 import hashlib
 import json
 import os
@@ -32,10 +34,6 @@ Progress = Callable[[str], None]
 
 MANIFEST = "manifest.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-
-
-class CacheWarning(UserWarning):
-    """The cache was damaged and has been rebuilt (the run goes on)."""
 
 
 def default_cache_root() -> Path:

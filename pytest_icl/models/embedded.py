@@ -10,6 +10,8 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import EmbeddedModelMissing  # noqa: F401 - defined in errors, used or re-exported here
+
 import importlib
 import importlib.util
 import os
@@ -17,15 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pytest_icl import cache
-from pytest_icl.cache import default_cache_root
+from pytest_icl.models import cache
+from pytest_icl.models.cache import default_cache_root
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_SIZE = 253_113_024  # bytes of the assembled Gemma 3 270M GGUF
-
-
-class EmbeddedModelMissing(Exception):
-    """The package that carries an embedded model is not installed (models turns it into a ModelError)."""
 
 
 def smollm2_gguf_path() -> Path:

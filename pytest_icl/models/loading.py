@@ -17,6 +17,8 @@ imports this module during collection, which must stay fast.
 
 from __future__ import annotations
 
+from pytest_icl.errors import ModelError  # noqa: F401 - defined in errors, used or re-exported here
+
 import contextlib
 import gc
 import re
@@ -26,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pytest_icl import cache, hub
-from pytest_icl.cache import CacheWarning, default_cache_root
-from pytest_icl.embedded import GEMMA3_SIZE, EmbeddedModelMissing, gemma3_gguf_path, smollm2_gguf_path  # noqa: F401 - public here too
-from pytest_icl.hub import go_offline_if_hub_unreachable  # noqa: F401 - tasks.py imports it from here
+from pytest_icl.models import cache
+from pytest_icl.models import hub
+from pytest_icl.models.cache import CacheWarning, default_cache_root
+from pytest_icl.models.embedded import GEMMA3_SIZE, EmbeddedModelMissing, gemma3_gguf_path, smollm2_gguf_path  # noqa: F401 - public here too
+from pytest_icl.models.hub import go_offline_if_hub_unreachable  # noqa: F401 - tasks.py imports it from here
 
 if TYPE_CHECKING:
     import torch
@@ -77,10 +80,6 @@ _ALIAS_BY_LOWER: dict[str, str] = {name.lower(): name for name in ALIASES}
 # Same spelling rules as the hub: segments of word chars, '-' and '.'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._@+-]+")
-
-
-class ModelError(Exception):
-    """A model cannot be resolved or loaded; the message says how to fix it."""
 
 
 # --------------------------------------------------------------------------- resolving
@@ -213,11 +212,11 @@ def load_model(
 ) -> LoadedModel:
     """Load a model with eager attention, in eval mode, with a pad token set.
 
-    ``device_map`` (``auto``, ``balanced`` or a JSON file, see :mod:`pytest_icl.placement`)
+    ``device_map`` (``auto``, ``balanced`` or a JSON file, see :mod:`pytest_icl.models.placement`)
     shards a model too big for one GPU through accelerate; without it the model is moved whole
     to ``device``.
     """
-    from pytest_icl.placement import PlacementError, device_map_kwargs, resolve_device, resolve_dtype
+    from pytest_icl.models.placement import PlacementError, device_map_kwargs, resolve_device, resolve_dtype
 
     start = time.perf_counter()
     if isinstance(spec, str):
@@ -240,7 +239,7 @@ def load_model(
         else:
             raise ModelError(f"unknown model kind {spec.kind!r}")
     if placement:  # the map placed the model already, and accelerate's hooks move activations
-        from pytest_icl.placement import check_placement, input_device
+        from pytest_icl.models.placement import check_placement, input_device
 
         mapping = placement["device_map"]
         try:

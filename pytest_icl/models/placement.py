@@ -31,6 +31,8 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import PlacementError  # noqa: F401 - defined in errors, used or re-exported here
+
 import json
 import os
 import re
@@ -50,10 +52,6 @@ _CUDA_INDEX = re.compile(r"cuda:(\d+)")
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16", "auto": "auto"}
 _GIB = 1024**3
-
-
-class PlacementError(Exception):
-    """A device, dtype or device map cannot be used; the message says what to do."""
 
 
 # --------------------------------------------------------------------------- devices

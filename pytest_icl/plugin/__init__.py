@@ -1,8 +1,8 @@
 """pytest wiring only: options, configuration, collection hooks, fixtures, the summary.
 
 The library does the work (models → tasks → capture → finetune → runs → analysis/metrics →
-report); :mod:`pytest_icl.options` owns every option, :mod:`pytest_icl.collection` the items,
-:mod:`pytest_icl.session` the per-process state and :mod:`pytest_icl.results` the controller's
+report); :mod:`pytest_icl.options` owns every option, :mod:`pytest_icl.plugin.collection` the items,
+:mod:`pytest_icl.plugin.session` the per-process state and :mod:`pytest_icl.report.results` the controller's
 results. This module must stay cheap to import (no torch, transformers or lm-eval here:
 ``pytest --collect-only`` stays fast).
 """
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl.collection import SESSION, NamedTasks, TaskFile, fail, skip
-from pytest_icl.models import ModelError
+from pytest_icl.plugin.collection import SESSION, NamedTasks, TaskFile, fail, skip
+from pytest_icl.models.loading import ModelError
 from pytest_icl.options import BY_DEST, OPTIONS, OptionError, check_device, check_report_folder, parse_options
-from pytest_icl.placement import PlacementError
-from pytest_icl.scheduling import SchedulingError, pin_worker
-from pytest_icl.results import ResultStore
-from pytest_icl.session import IclCase, IclSession
-from pytest_icl.tasks import TaskError, TaskSource, TaskUnavailable, find_task, is_task_file
+from pytest_icl.models.placement import PlacementError
+from pytest_icl.plugin.scheduling import SchedulingError, pin_worker
+from pytest_icl.report.results import ResultStore
+from pytest_icl.plugin.session import IclCase, IclSession
+from pytest_icl.tasks.loading import TaskError, TaskSource, TaskUnavailable, find_task, is_task_file
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -94,7 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "and two folders of the same name must be renamed (the id is the folder or file name)"
         )
     if options.baseline is not None:
-        from pytest_icl.baseline import BaselineError, read_baseline
+        from pytest_icl.report.baseline import BaselineError, read_baseline
 
         try:  # fail fast on a missing, corrupt or foreign file; with --icl-baseline-update it is read again at the end
             baseline = read_baseline(options.baseline, missing_ok=options.baseline_update)
@@ -103,7 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
         session.baseline = None if options.baseline_update else baseline
     config.stash[SESSION] = session
     if not is_worker:
-        from pytest_icl.summary import Summary
+        from pytest_icl.plugin.summary import Summary
 
         store = ResultStore(options.report, model_order=options.models)
         config.pluginmanager.register(Summary(session, store), "icl-summary")
@@ -114,7 +114,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     names = config.stash[SESSION].options.tasks if SESSION in config.stash else ()
     if not names:
         return []
-    from pytest_icl.tasks import builtin_task_exists
+    from pytest_icl.tasks.loading import builtin_task_exists
 
     roots, _ = _task_roots(config)
     lines = []
@@ -257,7 +257,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Each model's items on one worker (``--icl-dist model``), or model × task groups spread (``pair``)."""
-    from pytest_icl.scheduling import make_scheduler
+    from pytest_icl.plugin.scheduling import make_scheduler
 
     icl = config.stash[SESSION]
     return make_scheduler(config, log, [spec.id for spec in icl.model_specs()], icl.options.dist)
@@ -268,13 +268,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 @pytest.fixture(scope="session")
 def icl_session(request: pytest.FixtureRequest) -> IclSession:
-    """The run's :class:`pytest_icl.session.IclSession` (options, loaded model, analyses)."""
+    """The run's :class:`pytest_icl.plugin.session.IclSession` (options, loaded model, analyses)."""
     return request.config.stash[SESSION]
 
 
 @pytest.fixture
 def icl_model_spec(request: pytest.FixtureRequest):
-    """The model under test (a :class:`pytest_icl.models.ModelSpec`)."""
+    """The model under test (a :class:`pytest_icl.models.loading.ModelSpec`)."""
     if hasattr(request, "param"):
         return request.param
     case = getattr(request.node, "icl_case", None)
@@ -285,7 +285,7 @@ def icl_model_spec(request: pytest.FixtureRequest):
 
 @pytest.fixture
 def icl_model(icl_session: IclSession, icl_model_spec):
-    """The loaded model (:class:`pytest_icl.models.LoadedModel`); one model is resident at a time."""
+    """The loaded model (:class:`pytest_icl.models.loading.LoadedModel`); one model is resident at a time."""
     try:
         return icl_session.pool.get(icl_model_spec)
     except ModelError as error:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_icl.properties import CONTROL_PROPERTIES, PROPERTIES, SIMILARITY_PROPERTIES, margins_for
-from pytest_icl.session import IclCase, IclSession
-from pytest_icl.tasks import TaskError, TaskSettings, TaskSource
+from pytest_icl.analysis.properties import CONTROL_PROPERTIES, PROPERTIES, SIMILARITY_PROPERTIES, margins_for
+from pytest_icl.plugin.session import IclCase, IclSession
+from pytest_icl.tasks.loading import TaskError, TaskSettings, TaskSource
 
 SESSION = pytest.StashKey[IclSession]()
 
@@ -64,8 +64,8 @@ def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
 
 def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:
     """Generated test: this task × model's metrics against the row stored in --icl-baseline."""
-    from pytest_icl.baseline import tolerances_for
-    from pytest_icl.comparison import compare
+    from pytest_icl.report.baseline import tolerances_for
+    from pytest_icl.report.comparison import compare
 
     session = request.config.stash[SESSION]
     try:

@@ -30,6 +30,8 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import SchedulingError  # noqa: F401 - defined in errors, used or re-exported here
+
 import ctypes
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -37,10 +39,6 @@ from typing import Any
 
 DIST_MODES = ("model", "pair")
 GENERATED_TEST = "test_icl"  # plugin._items_for names every generated item test_icl[<model>-<task>-<property>]
-
-
-class SchedulingError(Exception):
-    """Workers cannot be given the GPUs asked for; the message says what to change."""
 
 
 # --------------------------------------------------------------------------- visible GPUs

@@ -7,7 +7,7 @@ model, the task's *content* hash and every setting that changes the analysis: tw
 of the same name but different shots are two analyses. Errors are memoised too, so a model or
 task that cannot be used costs one attempt and gives every item the same one-line message.
 
-Controller-side results (rows, outcomes, files) are :mod:`pytest_icl.results`'s job.
+Controller-side results (rows, outcomes, files) are :mod:`pytest_icl.report.results`'s job.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_icl import report
-from pytest_icl.models import ModelError, ModelSpec, empty_cuda_cache, resolve_model
+from pytest_icl.report import rows as report
+from pytest_icl.models.loading import ModelError, ModelSpec, empty_cuda_cache, resolve_model
 from pytest_icl.options import IclOptions
-from pytest_icl.properties import margins_for
-from pytest_icl.tasks import AUTO_LR, TaskError, TaskSource
+from pytest_icl.analysis.properties import margins_for
+from pytest_icl.tasks.loading import AUTO_LR, TaskError, TaskSource
 
 if TYPE_CHECKING:
-    from pytest_icl.analysis import Analysis
-    from pytest_icl.pair_controls import PairControls
-    from pytest_icl.models import LoadedModel
-    from pytest_icl.runs import Records
-    from pytest_icl.tasks import IclTask
+    from pytest_icl.analysis.aggregate import Analysis
+    from pytest_icl.controls.pair import PairControls
+    from pytest_icl.models.loading import LoadedModel
+    from pytest_icl.engine.runs import Records
+    from pytest_icl.tasks.loading import IclTask
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class IclResult:
 
     def check(self, name: str, margin: float | None = None):
         """Check one property (``accuracy``, ``rec2ftp``, ``simaou``, ``simam``, ``kendall``)."""
-        from pytest_icl.properties import check_property
+        from pytest_icl.analysis.properties import check_property
 
         return check_property(
             name, self.values, self.intervals, margin=self.margins[name] if margin is None else margin, counts=self.counts
@@ -85,8 +85,8 @@ class ModelPool:
         self.loads: list[str] = []
 
     def get(self, spec: ModelSpec) -> LoadedModel:
-        from pytest_icl.architectures import architecture_of
-        from pytest_icl.models import load_model
+        from pytest_icl.models.architectures import architecture_of
+        from pytest_icl.models.loading import load_model
 
         if spec.id in self.failures:
             raise ModelError(self.failures[spec.id])
@@ -122,7 +122,7 @@ class IclSession:
         self.is_worker = is_worker
         self.pool = ModelPool(options, self._progress_line)
         self._results: dict[tuple, IclResult | Exception] = {}
-        self.baseline = None  # pytest_icl.baseline.Baseline, read at configure when comparing
+        self.baseline = None  # pytest_icl.report.baseline.Baseline, read at configure when comparing
 
     # ---- models and analyses
 
@@ -146,9 +146,9 @@ class IclSession:
         return outcome
 
     def _analyse(self, case: IclCase) -> IclResult:
-        from pytest_icl.analysis import analyse
-        from pytest_icl.runs import run_settings
-        from pytest_icl.tasks import load_task
+        from pytest_icl.analysis.aggregate import analyse
+        from pytest_icl.engine.runs import run_settings
+        from pytest_icl.tasks.loading import load_task
 
         o = self.options
         lm = self.pool.get(case.model)  # first: an unusable model fails before its tasks are loaded
@@ -162,7 +162,7 @@ class IclSession:
             raise TaskError(f"{case.task.origin}: {error}") from None
         lr_choice = None
         if task.settings.lr == AUTO_LR:  # per model: FT's effect depends on the lr more than on anything else
-            from pytest_icl.tune import choose_lr
+            from pytest_icl.engine.tune import choose_lr
 
             lr_choice = choose_lr(
                 lm.model, lm.tokenizer, case.task, weights_hash=lm.weights_hash, shots=o.shots, seed=o.seed,
@@ -186,7 +186,7 @@ class IclSession:
             row["lr_reason"] = lr_choice.reason
         controls = None
         if o.controls:
-            from pytest_icl.pair_controls import run_pair_controls
+            from pytest_icl.controls.pair import run_pair_controls
 
             def reload(seed: int) -> IclTask:
                 return load_task(
@@ -246,7 +246,7 @@ def _run(work, lm: LoadedModel, batch_size: int):
     """Run an analysis stage; out of memory becomes a ModelError with the figures (the other pairs go on)."""
     import gc
 
-    from pytest_icl.placement import describe_oom, is_out_of_memory
+    from pytest_icl.models.placement import describe_oom, is_out_of_memory
 
     message = None
     try:

@@ -2,7 +2,7 @@
 
 Reports carry their pair's row and each property's outcome as attributes (``report.icl``),
 which pytest-xdist forwards from its workers, so the controller sees every result with and
-without ``-n``. :class:`pytest_icl.results.ResultStore` writes the files once per finished
+without ``-n``. :class:`pytest_icl.report.results.ResultStore` writes the files once per finished
 pair; at the end come the baseline update, the HTML report and the results table.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl.collection import INCONCLUSIVE
-from pytest_icl.results import ResultStore
-from pytest_icl.session import IclSession
+from pytest_icl.plugin.collection import INCONCLUSIVE
+from pytest_icl.report.results import ResultStore
+from pytest_icl.plugin.session import IclSession
 
 
 def outcome_of(report: pytest.TestReport) -> str:
@@ -61,12 +61,12 @@ class Summary:
         elif self.comparisons:
             self._summarise_comparisons()
         if options.report is not None and rows:
-            from pytest_icl.html import write_html_report
+            from pytest_icl.report.html import write_html_report
 
             self.html = write_html_report(options.report, rows, comparisons=self.comparisons, baseline=options.baseline)
 
     def _update_baseline(self, session: pytest.Session, exitstatus: int, rows: list[dict]) -> None:
-        from pytest_icl.baseline import BaselineError, update_baseline
+        from pytest_icl.report.baseline import BaselineError, update_baseline
 
         path = self.session.options.baseline
         if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -82,7 +82,7 @@ class Summary:
                     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _summarise_comparisons(self) -> None:
-        from pytest_icl.comparison import notable_changes
+        from pytest_icl.report.comparison import notable_changes
 
         counts: dict[str, int] = {}
         for comparison in self.comparisons.values():
@@ -99,7 +99,7 @@ class Summary:
         """The results table, one row per task × model."""
         rows = self.store.finished_rows()
         if rows:
-            from pytest_icl.report import format_controls, format_table
+            from pytest_icl.report.rows import format_controls, format_table
 
             terminalreporter.write_sep("=", "ICL vs finetuning")
             for line in format_table(rows):

@@ -7,7 +7,7 @@ The file (``--icl-baseline FILE``) is JSON::
 
     {"format": "pytest-icl-baseline", "schema": 1, "updated": "2026-…Z", "rows": [row, …]}
 
-with the rows of :mod:`pytest_icl.report` (values, intervals, layers, …) plus ``stored_at``. A
+with the rows of :mod:`pytest_icl.report.rows` (values, intervals, layers, …) plus ``stored_at``. A
 ``results.json`` written by ``--icl-report`` is accepted as a baseline too. One row is kept per
 *slot* (task, model id, dtype): ``--icl-baseline-update`` replaces the slots it ran and keeps
 every other row of the file.
@@ -43,6 +43,8 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import BaselineError  # noqa: F401 - defined in errors, used or re-exported here
+
 import json
 import math
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pytest_icl import report
+from pytest_icl.report import rows as report
 
 FORMAT = "pytest-icl-baseline"
 
@@ -101,10 +103,6 @@ MODEL_FIELDS = ("revision", "weights_hash", "dtype")
 KEY_FIELDS = EXPERIMENT_FIELDS + MODEL_FIELDS
 REQUIRED_ROW_FIELDS = ("task", "model_id", "values") + KEY_FIELDS
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class BaselineError(Exception):
-    """The baseline file cannot be used; the message names the file and says what to do."""
 
 
 # ---- the file

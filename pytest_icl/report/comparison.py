@@ -1,7 +1,7 @@
 """Comparing a new run's row with the stored baseline: per-metric diffs, a verdict, the message.
 
 A metric regresses when it drops outside the stored bootstrap interval *and* by more than its
-tolerance (:mod:`pytest_icl.baseline` stores rows and tolerances; this module only compares).
+tolerance (:mod:`pytest_icl.report.baseline` stores rows and tolerances; this module only compares).
 
 Example::
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_icl.baseline import Baseline, COMPARED, DEFAULT_TOLERANCES, DTYPES, EXPERIMENT_FIELDS, KEY_FIELDS
+from pytest_icl.report.baseline import Baseline, COMPARED, DEFAULT_TOLERANCES, DTYPES, EXPERIMENT_FIELDS, KEY_FIELDS
 
 _EPS = 1e-12  # float slack so a change of exactly the tolerance is not a regression
 
@@ -220,7 +220,7 @@ def _rows_of_model(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]
             found = [row for row in rows if _matches_model(row, base) and row.get("dtype") == dtype]
     if not found:
         try:
-            from pytest_icl.models import ModelError, resolve_model
+            from pytest_icl.models.loading import ModelError, resolve_model
 
             ident = resolve_model(name).id
         except (ModelError, ImportError):

@@ -23,8 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pytest_icl import report
-from pytest_icl.properties import PROPERTIES
+from pytest_icl.report import rows as report
+from pytest_icl.analysis.properties import PROPERTIES
 
 PLOTS = "plots"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -83,7 +83,7 @@ def _pair(row: dict[str, Any]) -> str:
 
 
 def _anchor(row: dict[str, Any]) -> str:
-    from pytest_icl.plots import slug
+    from pytest_icl.report.plots import slug
 
     return slug(row)
 
@@ -157,7 +157,7 @@ def control_sections(row: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per control of the row (``row["controls"]``): its item's outcome, time, and table lines.
 
     A line is ``{"check", "variant", "real", "control", "verdict": (text, class) | None}``:
-    the real run's value beside the control's, as in :func:`pytest_icl.report.control_lines`.
+    the real run's value beside the control's, as in :func:`pytest_icl.report.rows.control_lines`.
     """
     sections = []
     for name, control in (row.get("controls") or {}).items():
@@ -287,7 +287,7 @@ def write_html_report(
     baseline: Path | None = None,
 ) -> Path:
     """Plots into ``folder/plots``, then ``folder/index.html`` (all atomic). Returns the page's path."""
-    from pytest_icl import plots
+    from pytest_icl.report import plots
 
     folder = Path(folder)
     comparisons = comparisons or {}

@@ -36,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pytest_icl import report
+from pytest_icl.report import rows as report
 
 # The three per-layer figures: (file suffix, title, y label, [(metric, label, colour, style)]).
 LAYER_FIGURES = (

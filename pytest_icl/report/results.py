@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_icl import report
+from pytest_icl.report import rows as report
 
 if TYPE_CHECKING:
     import pandas as pd

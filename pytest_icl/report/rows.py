@@ -7,7 +7,7 @@ through ``report.user_properties``. Schema (``SCHEMA_VERSION``)::
     model, model_id, revision,       what the user asked for, its display id, the resolved revision
     weights_hash, dtype, device      and a sha256 of the weights; compute dtype and device
     shots, seed, lr, position, eval  k, demonstration seed, FT learning rate, analysed position, #eval
-    values      {metric: float}      every metric and control (see pytest_icl.analysis)
+    values      {metric: float}      every metric and control (see pytest_icl.analysis.aggregate)
     intervals   {metric: [lo, hi]}   95 % bootstrap intervals over eval examples
     layers      {metric: [float]}    per-layer curves
     counts      {name: int}          eval, shots, training tokens, ZSL errors, FT/ICL fixes, …
@@ -17,7 +17,7 @@ through ``report.user_properties``. Schema (``SCHEMA_VERSION``)::
 
 ``results.csv`` holds the scalar columns plus ``values`` flattened (one column per metric);
 intervals and layers stay in the JSON. Both are rewritten atomically once per finished pair
-(:mod:`pytest_icl.results`), so an interrupted run keeps every finished pair and never leaves a
+(:mod:`pytest_icl.report.results`), so an interrupted run keeps every finished pair and never leaves a
 half-written file. ``samples_<model>_<task>.jsonl`` holds one line per eval example (prompt,
 choices, log-probs and prediction per setting), like lm-eval's ``--log_samples``.
 """

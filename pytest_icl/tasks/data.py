@@ -4,7 +4,7 @@ lm-eval hands ``dataset_kwargs.data_files`` to ``datasets.load_dataset``, which 
 paths from the working directory. pytest-icl reads them from the task YAML's folder instead, so
 a task folder works wherever it is run from; for ``lm_eval`` itself the shipped YAMLs load their
 files through :func:`load_yaml_relative_files` (``custom_dataset: !function
-pytest_icl.task_data.load_yaml_relative_files``), which does the same inside lm-eval.
+pytest_icl.tasks.data.load_yaml_relative_files``), which does the same inside lm-eval.
 
 A named local file that is missing is :class:`TaskDataMissing`, a broken task, never the
 "unavailable offline" skip that only hub datasets get.
@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pytest_icl.task_files import TaskDataMissing, TaskSettingsError
+from pytest_icl.tasks.files import TaskDataMissing, TaskSettingsError
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
@@ -51,7 +51,7 @@ def _relative_to(base: Path):
 def load_yaml_relative_files(*, data_files: Any, config_source: str | None = None, **_ignored: Any):
     """lm-eval ``custom_dataset``: ``datasets.load_dataset`` on ``data_files`` read relative to the YAML.
 
-    The shipped YAMLs say ``custom_dataset: !function pytest_icl.task_data.load_yaml_relative_files``.
+    The shipped YAMLs say ``custom_dataset: !function pytest_icl.tasks.data.load_yaml_relative_files``.
     lm-eval calls it with the task's ``metadata`` and ``dataset_kwargs`` as keywords; its
     ``metadata.config_source`` is the YAML's path when lm-eval read the file itself (pytest-icl
     passes absolute paths, and lm-eval then says ``"inline"``). The builder (json, csv, parquet,

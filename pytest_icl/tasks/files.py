@@ -1,7 +1,7 @@
 """Task files at collection time: which YAMLs are pytest-icl tasks, their names and settings.
 
 Everything here reads YAML only (no lm-eval, no datasets, no torch), so collection stays fast.
-Loading a task through lm-eval is :mod:`pytest_icl.tasks`' job.
+Loading a task through lm-eval is :mod:`pytest_icl.tasks.loading`' job.
 
 A task file is an lm-eval task YAML (``task:`` + ``output_type: multiple_choice``, either of
 them possibly inherited through ``include:``) whose pytest-icl settings sit where lm-eval
@@ -26,6 +26,8 @@ Example::
 
 from __future__ import annotations
 
+from pytest_icl.errors import TaskDataMissing, TaskDefinitionError, TaskDeprecationWarning, TaskError, TaskSettingsError, TaskUnavailable, TaskWarning  # noqa: F401 - defined in errors, used or re-exported here
+
 import difflib
 import hashlib
 import json
@@ -40,34 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-
-class TaskError(Exception):
-    """A task definition or its data cannot be used; the message says what to do."""
-
-
-class TaskUnavailable(TaskError):
-    """A hub dataset that cannot be had here (offline, not in the Hugging Face cache)."""
-
-
-class TaskSettingsError(TaskError):
-    """A bad pytest-icl setting (``icl`` key or a command-line override): shots, seed, lr, ..."""
-
-
-class TaskDefinitionError(TaskError):
-    """The lm-eval definition cannot be used (not valid YAML, no ``doc_to_choice``, ...)."""
-
-
-class TaskDataMissing(TaskError):
-    """A local data file the task names does not exist (a broken task, not an offline hub)."""
-
-
-class TaskWarning(UserWarning):
-    """Something about a task that the run works around, and the user should know."""
-
-
-class TaskDeprecationWarning(TaskWarning, FutureWarning):
-    """A task file written in a form pytest-icl still reads but will stop reading."""
 
 
 # ---- settings
@@ -148,11 +122,11 @@ class TaskSettings:
 
     shots: int = 16
     seed: int = 1
-    lr: float | str = 1e-2  # or "auto": chosen per model on the validation split (pytest_icl.tune.choose_lr)
+    lr: float | str = 1e-2  # or "auto": chosen per model on the validation split (pytest_icl.engine.tune.choose_lr)
     position: str = "label"  # "label" (official code: the appended first choice) | "prompt"
     thresholds: dict[str, float] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
-    tolerances: dict[str, float] = field(default_factory=dict)  # baseline comparison, see pytest_icl.baseline
+    tolerances: dict[str, float] = field(default_factory=dict)  # baseline comparison, see pytest_icl.report.baseline
     # property -> why it is known not to hold (measured); its test is marked xfail, non-strict,
     # so a model change that makes it hold shows up as XPASS instead of going unnoticed.
     expected_failures: dict[str, str] = field(default_factory=dict)

@@ -3,7 +3,7 @@
 lm-eval does the dataset loading and the rendering (``doc_to_text``, ``doc_to_choice``,
 ``doc_to_target``); this module picks the demonstrations and eval examples the way Dai et al.
 do and freezes them into a plain :class:`IclTask`. Reading task files without lm-eval (names,
-settings, which YAMLs are tasks) is :mod:`pytest_icl.task_files`; its names are re-exported here.
+settings, which YAMLs are tasks) is :mod:`pytest_icl.tasks.files`; its names are re-exported here.
 
 * Demonstrations: the first k of the few-shot pool shuffled with the task seed (spec §3), the
   same fixed list for every eval example, for ICL and for FT.
@@ -14,8 +14,8 @@ settings, which YAMLs are tasks) is :mod:`pytest_icl.task_files`; its names are 
 
 Relative ``data_files`` are relative to the YAML file. lm-eval itself resolves them against the
 working directory; the shipped YAMLs therefore load their files through
-``custom_dataset: !function pytest_icl.task_data.load_yaml_relative_files``, so that
-``lm_eval --include_path tasks`` works from any folder too (see :mod:`pytest_icl.task_data`).
+``custom_dataset: !function pytest_icl.tasks.data.load_yaml_relative_files``, so that
+``lm_eval --include_path tasks`` works from any folder too (see :mod:`pytest_icl.tasks.data`).
 
 Example::
 
@@ -24,6 +24,8 @@ Example::
 """
 
 from __future__ import annotations
+
+from pytest_icl.errors import NoValidationSplit  # noqa: F401 - defined in errors, used or re-exported here
 
 import copy
 import hashlib
@@ -35,9 +37,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_icl.models import default_cache_root, go_offline_if_hub_unreachable
-from pytest_icl.task_data import absolute_data_files, check_data_files, load_yaml_relative_files, local_data_config
-from pytest_icl.task_files import (  # noqa: F401 - re-exported: the public names of tasks
+from pytest_icl.models.loading import default_cache_root, go_offline_if_hub_unreachable
+from pytest_icl.tasks.data import absolute_data_files, check_data_files, load_yaml_relative_files, local_data_config
+from pytest_icl.tasks.files import (  # noqa: F401 - re-exported: the public names of tasks
     AUTO_LR,
     TaskDataMissing,
     TaskDefinitionError,
@@ -53,10 +55,6 @@ from pytest_icl.task_files import (  # noqa: F401 - re-exported: the public name
     parse_setting,
     read_task_header,
 )
-
-
-class NoValidationSplit(TaskDefinitionError):
-    """``split="validation"`` was asked of a task that declares no validation split."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class IclTask:
         return (self.context() if shots else self.description) + example.text
 
     def with_lr(self, lr: float) -> IclTask:
-        """The same task with a concrete FT lr (``lr: auto`` resolved by ``pytest_icl.tune.choose_lr``)."""
+        """The same task with a concrete FT lr (``lr: auto`` resolved by ``pytest_icl.engine.tune.choose_lr``)."""
         return replace(self, settings=replace(self.settings, lr=parse_setting("lr", lr, where=f"task {self.name!r}: lr")))
 
 
@@ -343,7 +341,7 @@ def load_task(
     """Build the task through lm-eval and freeze its demonstrations and eval examples.
 
     ``split="validation"`` scores the task's validation split instead of its eval split (test,
-    else validation): the split hyper-parameters are chosen on (``pytest_icl.tune``). ``lr`` may
+    else validation): the split hyper-parameters are chosen on (``pytest_icl.engine.tune``). ``lr`` may
     be ``"auto"``; the task then keeps ``settings.lr == "auto"`` until ``IclTask.with_lr``.
     """
     settings = task_settings(source, shots=shots, seed=seed, lr=lr, position=position)

@@ -101,8 +101,8 @@ def test_terminal_table_has_a_row_per_pair_and_names_the_files(suite_run):
 
 
 def test_samples_and_results_load_as_dataframes(suite_run):
-    """Per-example files like lm-eval's --log_samples, and pytest_icl.results.load over the folder."""
-    from pytest_icl.results import load
+    """Per-example files like lm-eval's --log_samples, and pytest_icl.report.results.load over the folder."""
+    from pytest_icl.report.results import load
 
     samples = sorted(p.name for p in suite_run.report.glob("samples_*.jsonl"))
     assert samples == sorted(f"samples_{model}_{task}.jsonl" for model, task in PAIRS)

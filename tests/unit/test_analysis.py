@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pytest_icl import stats
-from pytest_icl.analysis import analyse
+from pytest_icl.analysis import stats
+from pytest_icl.analysis.aggregate import analyse
 
 N, L, D, H, T, CTX = 6, 2, 4, 2, 3, 5
 VOCAB = 12

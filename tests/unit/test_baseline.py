@@ -1,4 +1,4 @@
-"""pytest_icl.baseline: reading, checking, merging and writing baseline files, and the comparison rule.
+"""pytest_icl.report.baseline: reading, checking, merging and writing baseline files, and the comparison rule.
 
 Rows here are hand-made with round numbers so every verdict can be worked out by eye.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl import baseline as B
-from pytest_icl import comparison as C
-from pytest_icl import report
+from pytest_icl.report import baseline as B
+from pytest_icl.report import comparison as C
+from pytest_icl.report import rows as report
 
 
 def make_row(**changes) -> dict:

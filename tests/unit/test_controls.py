@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pytest_icl import controls
-from pytest_icl.analysis import Analysis
-from pytest_icl.controls import (
+from pytest_icl.controls import base as controls
+from pytest_icl.analysis.aggregate import Analysis
+from pytest_icl.controls.base import (
     CONTROL_CHECKS,
     check_control,
     permuted_task,
@@ -24,7 +24,7 @@ from pytest_icl.controls import (
     trained_embedding_names,
     untrained_model,
 )
-from pytest_icl.tasks import Example, IclTask, TaskSettings
+from pytest_icl.tasks.loading import Example, IclTask, TaskSettings
 from tests.tiny_models import make_tiny_model
 
 # ------------------------------------------------------------------------------------------
@@ -199,9 +199,9 @@ def test_run_control_passes_the_contract_arguments(monkeypatch):
         return SimpleNamespace(name=f"run{len(calls)}")
 
     fake_values = {"base": 0.3, "run1": 0.1, "run2": 0.4}
-    monkeypatch.setattr("pytest_icl.runs.run_settings", fake_run_settings)
+    monkeypatch.setattr("pytest_icl.engine.runs.run_settings", fake_run_settings)
     monkeypatch.setattr(
-        "pytest_icl.analysis.analyse",
+        "pytest_icl.analysis.aggregate.analyse",
         lambda records, seed, n_boot: _analysis(simaou=fake_values[records.name], simam_delta=0.0, kendall=0.0, simaou_unnormalised=0.0),
     )
     shuffled = run_control("shuffled", model, tokenizer, task, base, batch_size=4, seed=1)
@@ -225,8 +225,8 @@ def test_run_control_passes_the_contract_arguments(monkeypatch):
 
 
 def test_run_control_end_to_end_on_a_tiny_model():
-    from pytest_icl.analysis import analyse
-    from pytest_icl.runs import run_settings
+    from pytest_icl.analysis.aggregate import analyse
+    from pytest_icl.engine.runs import run_settings
 
     if "reuse" not in inspect.signature(run_settings).parameters:
         pytest.skip("runs.run_settings does not take ft_task/ft_objective/reuse yet (the scoring helper's contract)")

@@ -8,8 +8,8 @@ import pytest
 from tokenizers import processors
 from transformers import PreTrainedTokenizerFast
 
-from pytest_icl.encoding import encode_demonstrations, encode_task
-from pytest_icl.tasks import Example, IclTask, TaskError, TaskSettings, TaskWarning
+from pytest_icl.engine.encoding import encode_demonstrations, encode_task
+from pytest_icl.tasks.loading import Example, IclTask, TaskError, TaskSettings, TaskWarning
 from tests.tiny_models import EOS, make_tokenizer
 
 WORDS = ["hot", "cold", "up", "down", "big", "small", "fast", "slow"]
@@ -116,7 +116,7 @@ def test_empty_context_is_the_prefix_token_and_a_bos_text_adds_no_bos():
     encoded = encode_task(task, tokenizer)
     # The context starts with the BOS text: HFLM then encodes it without special tokens.
     assert list(encoded.zsl.contexts[0]) == tokenizer.encode(EOS + WORDS[3], add_special_tokens=False)
-    from pytest_icl.encoding import _Encoder
+    from pytest_icl.engine.encoding import _Encoder
 
     context, continuation = _Encoder(tokenizer).pair("", " hot")
     assert context == [tokenizer.bos_token_id] and continuation == tokenizer.encode(" hot", add_special_tokens=False)

@@ -16,9 +16,9 @@ import copy
 import pytest
 import torch
 
-from pytest_icl.architectures import architecture_of
-from pytest_icl.capture import AttentionCapture
-from pytest_icl.finetune import finetuned
+from pytest_icl.models.architectures import architecture_of
+from pytest_icl.engine.capture import AttentionCapture
+from pytest_icl.engine.finetune import finetuned
 from tests.tiny_models import ARCHS, make_tiny_model, save_tiny_model
 
 SEQUENCE = "Word: hot\nAntonym: cold"

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_icl.capture import AttentionCapture
-from pytest_icl.encoding import encode_task
-from pytest_icl.runs import score_setting
-from pytest_icl.tasks import TaskSource, load_task
+from pytest_icl.engine.capture import AttentionCapture
+from pytest_icl.engine.encoding import encode_task
+from pytest_icl.engine.runs import score_setting
+from pytest_icl.tasks.loading import TaskSource, load_task
 from tests.tiny_models import ARCHS, make_tiny_model, make_tokenizer
 
 TASKS = Path(__file__).resolve().parents[2] / "tasks"

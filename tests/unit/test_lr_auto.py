@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl import tune
-from pytest_icl.tasks import TaskSource, load_task
-from pytest_icl.tune import FALLBACK_LR, LrChoice, LrSweep, LrTrial, choose_lr, sweep_lr
+from pytest_icl.engine import tune
+from pytest_icl.tasks.loading import TaskSource, load_task
+from pytest_icl.engine.tune import FALLBACK_LR, LrChoice, LrSweep, LrTrial, choose_lr, sweep_lr
 from tests.tiny_models import make_tiny_model
 from tests.unit.test_tune import TASK as TUNE_TASK
 from tests.unit.test_tune import write_tune_task

@@ -1,4 +1,4 @@
-"""Golden tests for pytest_icl.metrics and pytest_icl.stats.
+"""Golden tests for pytest_icl.analysis.metrics and pytest_icl.analysis.stats.
 
 Expected values are worked out by hand in the comments, or by plain NumPy/SciPy
 re-implementations written here from the spec (docs/paper-spec.md §8, §12), never by calling
@@ -15,8 +15,8 @@ import pytest
 import scipy.stats
 import torch
 
-from pytest_icl import metrics as M
-from pytest_icl import stats as S
+from pytest_icl.analysis import metrics as M
+from pytest_icl.analysis import stats as S
 
 # ------------------------------------------------------------------------------------------
 # NumPy references, transcribed from the official compute_sim.py (§8.2, §8.3)

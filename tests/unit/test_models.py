@@ -1,4 +1,4 @@
-"""Model name resolution and loading (pytest_icl.models)."""
+"""Model name resolution and loading (pytest_icl.models.loading)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_icl import hub, models
-from pytest_icl.models import (
+from pytest_icl.models import hub
+from pytest_icl.models import loading as models
+from pytest_icl.models.loading import (
     ALIASES,
     DEFAULT_MODEL,
     LoadedModel,
@@ -382,7 +383,7 @@ def fake_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGguf:
 
 
 def test_model_cache_records_sha256_and_is_reused(fake_gguf: FakeGguf, tmp_path: Path) -> None:
-    from pytest_icl.cache import check_model_cache
+    from pytest_icl.models.cache import check_model_cache
 
     first = load_model(str(fake_gguf), cache_root=tmp_path / "cache")
     second = load_model(str(fake_gguf), cache_root=tmp_path / "cache")
@@ -396,7 +397,7 @@ def test_model_cache_records_sha256_and_is_reused(fake_gguf: FakeGguf, tmp_path:
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "no-manifest"])
 def test_damaged_model_cache_is_reported_in_one_line_and_rebuilt(fake_gguf: FakeGguf, tmp_path: Path, damage: str) -> None:
-    from pytest_icl.cache import CacheWarning, check_model_cache
+    from pytest_icl.models.cache import CacheWarning, check_model_cache
 
     first = load_model(str(fake_gguf), cache_root=tmp_path / "cache")
     weights = first.path / "model.safetensors"

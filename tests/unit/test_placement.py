@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from pytest_icl.placement import (
+from pytest_icl.models.placement import (
     PlacementError,
     check_placement,
     describe_oom,
@@ -195,4 +195,4 @@ def test_placement_and_scheduling_import_no_heavy_library():
     # Both are imported by the plugin at collection (and scheduling before CUDA may start).
     from tests.unit.test_plugin_import import _imported_after
 
-    assert _imported_after("import pytest_icl.placement, pytest_icl.scheduling") == []
+    assert _imported_after("import pytest_icl.models.placement, pytest_icl.plugin.scheduling") == []

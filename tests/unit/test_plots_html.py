@@ -1,4 +1,4 @@
-"""pytest_icl.plots and pytest_icl.html on hand-made rows: files exist, are PNGs, the page links them relatively."""
+"""pytest_icl.report.plots and pytest_icl.report.html on hand-made rows: files exist, are PNGs, the page links them relatively."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl import baseline as B
-from pytest_icl import html, plots
-from pytest_icl.comparison import compare
+from pytest_icl.report import baseline as B
+from pytest_icl.report import html
+from pytest_icl.report import plots
+from pytest_icl.report.comparison import compare
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -119,7 +120,7 @@ def test_report_files_are_written_atomically(tmp_path, monkeypatch, name):
 
 
 def with_controls(row: dict, layers: int = 3) -> dict:
-    """``row`` as --icl-controls untrained,shuffled,lcgd,output,seeds leaves it (pytest_icl.pair_controls)."""
+    """``row`` as --icl-controls untrained,shuffled,lcgd,output,seeds leaves it (pytest_icl.controls.pair)."""
     row = copy.deepcopy(row)
     curve = {m: [0.05 * i for i in range(layers)] for m in ("simaou", "simam_delta", "kendall", "simaou_unnormalised")}
     values = {"simaou": 0.2, "simam_delta": 0.1, "kendall": 0.05, "simaou_unnormalised": 0.3}
@@ -295,5 +296,5 @@ def test_the_template_ships_with_the_package():
     names = {p.name for p in html.TEMPLATES.iterdir()}
     assert {"report.html.j2", "report.css", "report.js"} <= names
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    assert "templates/*" in project["tool"]["setuptools"]["package-data"]["pytest_icl"]
+    assert "templates/*" in project["tool"]["setuptools"]["package-data"]["pytest_icl.report"]
     assert any(dep.startswith("jinja2") for dep in project["project"]["dependencies"])

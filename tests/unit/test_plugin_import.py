@@ -26,4 +26,4 @@ def test_importing_the_plugin_imports_no_heavy_library():
 
 def test_the_check_sees_a_heavy_import():
     # The probe itself must be able to fail: importing the metrics pulls in torch.
-    assert _imported_after("import pytest_icl.metrics") == ["torch"]
+    assert _imported_after("import pytest_icl.analysis.metrics") == ["torch"]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pytest_icl.properties import DEFAULT_MARGINS, PROPERTIES, check_property, margins_for, parse_margin
+from pytest_icl.analysis.properties import DEFAULT_MARGINS, PROPERTIES, check_property, margins_for, parse_margin
 
 VALUES = {
     "acc_zsl": 0.50, "acc_icl": 0.83, "rec2ftp": 1.0, "rec2ftp_chance": 0.72, "simaou": 0.315,

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from pytest_icl.report import atomic_write_bytes, atomic_write_text, format_table
+from pytest_icl.report.rows import atomic_write_bytes, atomic_write_text, format_table
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pytest_icl.results import ResultStore, load
+from pytest_icl.report.results import ResultStore, load
 
 
 def _row(model: str, task: str) -> dict:

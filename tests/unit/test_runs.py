@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from pytest_icl.analysis import analyse
-from pytest_icl.architectures import architecture_of
-from pytest_icl.capture import AttentionCapture
-from pytest_icl.encoding import encode_task
-from pytest_icl.finetune import finetuned
-from pytest_icl.runs import run_settings
-from pytest_icl.tasks import Example, IclTask, TaskSettings
+from pytest_icl.analysis.aggregate import analyse
+from pytest_icl.models.architectures import architecture_of
+from pytest_icl.engine.capture import AttentionCapture
+from pytest_icl.engine.encoding import encode_task
+from pytest_icl.engine.finetune import finetuned
+from pytest_icl.engine.runs import run_settings
+from pytest_icl.tasks.loading import Example, IclTask, TaskSettings
 from tests.tiny_models import make_tiny_model
 
 WORDS = ["hot", "cold", "up", "down", "big", "small", "fast", "slow", "wet", "dry", "old", "new"]
@@ -208,7 +208,7 @@ def test_reuse_runs_only_ft():
 def test_ft_task_gives_fts_training_sequences():
     from dataclasses import replace
 
-    from pytest_icl.encoding import encode_demonstrations
+    from pytest_icl.engine.encoding import encode_demonstrations
 
     model, tokenizer = make_tiny_model("llama")
     task = _task()
@@ -227,7 +227,7 @@ def test_ft_task_gives_fts_training_sequences():
 def test_ft_objective_goes_to_finetuned(monkeypatch):
     from contextlib import contextmanager
 
-    import pytest_icl.runs as runs
+    import pytest_icl.engine.runs as runs
 
     seen = []
 

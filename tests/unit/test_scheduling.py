@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from pytest_icl.scheduling import (
+from pytest_icl.plugin.scheduling import (
     SchedulingError,
     make_scheduler,
     parse_dist_mode,
@@ -92,7 +92,7 @@ def test_pin_worker_default_gives_one_gpu_each_or_shares_round_robin():
 
 
 def test_pin_worker_leaves_cpu_runs_and_the_controller_alone(monkeypatch):
-    monkeypatch.setattr("pytest_icl.scheduling._nvml_device_count", _no_driver)
+    monkeypatch.setattr("pytest_icl.plugin.scheduling._nvml_device_count", _no_driver)
     environ = {}
     assert pin_worker(environ, {"workerid": "gw0", "workercount": 2}, None) is None  # no GPU: nothing to pin
     assert pin_worker(environ, None, 2) is None  # not a worker

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl.task_files import (
+from pytest_icl.tasks.files import (
     TaskDefinitionError,
     TaskDeprecationWarning,
     TaskError,

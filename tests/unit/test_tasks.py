@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl import tasks as tasks_module
-from pytest_icl.encoding import encode_task
-from pytest_icl.tasks import (
+from pytest_icl.tasks import loading as tasks_module
+from pytest_icl.engine.encoding import encode_task
+from pytest_icl.tasks.loading import (
     NoValidationSplit,
     TaskDataMissing,
     TaskDefinitionError,

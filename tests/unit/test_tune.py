@@ -1,11 +1,11 @@
-"""Choosing the FT learning rate on the validation split (``python -m pytest_icl.tune``)."""
+"""Choosing the FT learning rate on the validation split (``python -m pytest_icl.engine.tune``)."""
 
 from pathlib import Path
 
 import pytest
 
-from pytest_icl.tasks import TaskError, TaskSource, load_task
-from pytest_icl.tune import DEFAULT_LRS, LrSweep, LrTrial, main, sweep_lr
+from pytest_icl.tasks.loading import TaskError, TaskSource, load_task
+from pytest_icl.engine.tune import DEFAULT_LRS, LrSweep, LrTrial, main, sweep_lr
 from tests.tiny_models import make_tiny_model, save_tiny_model
 
 TASK = """task: tiny_tune
