@@ -12,8 +12,9 @@ Dai et al.'s claims, each made testable by comparing with the control the paper 
 * ``kendall`` — ICL's attention to demonstration tokens ranks them like FT's query similarity
   does, more than a random ranking.
 
-Margins come from (in order) ``--icl-threshold NAME=VALUE``, the task YAML's
-``icl.thresholds``, then ``DEFAULT_MARGINS``.
+Each property is a row of :data:`pytest_icl.catalogue.PROPERTIES` (metric, control, claim,
+default margin, support, gated). Margins come from (in order) ``--icl-threshold NAME=VALUE``,
+the task YAML's ``icl.thresholds``, then the row's margin (``DEFAULT_MARGINS``).
 
 Example::
 
@@ -26,39 +27,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pytest_icl import catalogue
+from pytest_icl.catalogue import Property  # noqa: F401 - re-exported: PropertyCheck.property is one
 
-@dataclass(frozen=True)
-class Property:
-    name: str
-    metric: str
-    control: str
-    claim: str
+# The tables are the catalogue's rows (pytest_icl.catalogue.PROPERTIES); these are the views the
+# plugin and the controls ask for.
+PROPERTIES: dict[str, Property] = {p.name: p for p in catalogue.PROPERTIES}
 
+# The properties about ICL *resembling* FT: inconclusive, with the accuracy gate on, for a pair
+# where ICL does not beat zero-shot.
+SIMILARITY_PROPERTIES = tuple(p.name for p in catalogue.PROPERTIES if p.gated)
 
-PROPERTIES: dict[str, Property] = {
-    p.name: p
-    for p in (
-        Property("accuracy", "acc_icl", "acc_zsl", "ICL accuracy above zero-shot accuracy"),
-        Property("rec2ftp", "rec2ftp", "rec2ftp_chance", "Rec2FTP above its chance level P(ICL right | ZSL wrong)"),
-        Property("simaou", "simaou", "simaou_fair_random", "SimAOU above the fair random-update SimAOU"),
-        Property("simam", "simam_after", "simam_before", "SimAM after FT above SimAM before FT"),
-        Property("kendall", "kendall", "kendall_random", "Kendall(ICL, FT) above Kendall(ICL, random)"),
-    )
-}
+# Opt-in control items (--icl-controls) that pass or fail; LCGD is reported without a verdict.
+CONTROL_PROPERTIES = catalogue.control_properties()
 
-# The properties about ICL *resembling* FT. With the accuracy gate on (the default) they are
-# inconclusive for a pair where ICL does not beat zero-shot: there is no ICL effect to explain.
-SIMILARITY_PROPERTIES = ("rec2ftp", "simaou", "simam", "kendall")
-
-# Opt-in control items (--icl-controls): see pytest_icl.controls.base for what each compares. LCGD is
-# run and reported beside GD (table, files, HTML) but has no verdict: it is another FT, not a
-# control with an expected winner (spec §12.1.4).
-CONTROL_PROPERTIES = ("untrained", "shuffled", "seeds", "output")
-
-# Margins: the metric must exceed its control by at least this much. Accuracy asks for a
-# visible ICL effect; the similarity margins are zero so that the bootstrap intervals in the
-# report, not an arbitrary constant, say how clear a win is.
-DEFAULT_MARGINS: dict[str, float] = {"accuracy": 0.05, "rec2ftp": 0.0, "simaou": 0.0, "simam": 0.0, "kendall": 0.0}
+DEFAULT_MARGINS: dict[str, float] = {p.name: p.margin for p in catalogue.PROPERTIES}
 
 
 @dataclass(frozen=True)
@@ -84,11 +67,9 @@ class PropertyCheck:
             f"difference {self.value - self.control:+.4f}, required ≥ {self.margin:+.4f}"
         )
         if math.isnan(self.value):
-            head += f". {p.metric} is undefined" + (
-                ": FT fixed none of the zero-shot errors (try another --icl-lr or more shots)" if p.name == "rec2ftp" else ""
-            )
+            head += f". {p.metric} is undefined" + (f": {p.support.when_none}" if p.support else "")
         elif self.support is not None:
-            head += f"; {p.metric} is over {self.support} example(s) ({_SUPPORT[p.name][1]})"
+            head += f"; {p.metric} is over {self.support} example(s) ({p.support.subset})"
         return head
 
 
@@ -111,15 +92,10 @@ def margins_for(task_thresholds: dict[str, float], cli: dict[str, float]) -> dic
     return {**DEFAULT_MARGINS, **{k: float(v) for k, v in task_thresholds.items()}, **cli}
 
 
-# Where a metric is a ratio over a subset of the eval examples: the count (a key of the
-# analysis' counts) that says how much to trust it, and what that subset is.
-_SUPPORT = {"rec2ftp": ("ft_fixed", "zero-shot wrong, FT right")}
-
-
 def check_property(
     name: str, values: dict[str, float], intervals: dict | None = None, *, margin: float, counts: dict[str, int] | None = None
 ) -> PropertyCheck:
     p = PROPERTIES[name]
     interval = (intervals or {}).get(p.metric)
-    support = (counts or {}).get(_SUPPORT[name][0]) if name in _SUPPORT else None
+    support = (counts or {}).get(p.support.count) if p.support else None
     return PropertyCheck(p, values[p.metric], values[p.control], margin, tuple(interval) if interval else None, support)

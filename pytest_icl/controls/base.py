@@ -1,22 +1,21 @@
-"""The controls Dai et al. lacked, each run through the same pipeline as the real analysis.
+"""The controls Dai et al. lacked, behind one interface, each run through the same pipeline as the real analysis.
 
-Spec §12.1 (Deutch et al. 2024), §12.2 (Shen et al. 2024) and §12.4 (ours). Each control is
-named as on the command line (``--icl-controls``):
+Every control is a row of :data:`pytest_icl.catalogue.CONTROLS` (what it runs, its checks, how
+the report shows it) and a module ``pytest_icl.controls.<name>`` whose ``CONTROL`` is a
+:class:`Control`: :mod:`.untrained`, :mod:`.shuffled`, :mod:`.lcgd`, :mod:`.seeds`, :mod:`.output`.
+:func:`get` finds it by name. A control
 
-* ``untrained`` — the same architecture with re-initialised weights (Deutch's "No Training") and
-  with only the embeddings, norms and unembedding of the trained model ("Trained Embeddings"):
-  ZSL, ICL and FT all run on that model. The similarity of a model that has no ICL is what the
-  metric gives for nothing; the trained model must beat it.
-* ``shuffled`` — FT on the demonstrations with permuted labels (ZSL and ICL are the real run's):
-  real FT must be more similar to ICL than FT that learned the wrong mapping.
-* ``lcgd`` — FT with Deutch's layer-causal GD (``finetune``), reported beside GD.
-* ``seeds`` — the analysis over S demonstration seeds or permutations: mean ± sd per metric and
-  how sensitive ICL and FT are to the demonstrations' order (Shen); :func:`summarise_seeds`.
-* ``output`` — KL and top-10 overlap of the next-token distributions, computed inside every
-  analysis (``analysis``), so it costs no extra run.
+* *runs*: :meth:`Control.variant_runs` gives the extra runs its checks read (none for
+  ``output``, whose numbers are in every analysis); :meth:`Control.measure` runs and analyses
+  them as the real run is analysed;
+* *is checked*: every :class:`~pytest_icl.catalogue.ControlCheck` of its row compares a metric
+  of the real run with one of a control run (:func:`check_control`); :meth:`Control.judge`
+  turns the outcomes into the pair's item verdict, or none where the row has no verdict;
+* *is packed*: :meth:`Control.run` gives the verdict and the JSON-simple entry of the pair's
+  ``row["controls"]`` that the report shows as its catalogue row says.
 
-:data:`CONTROL_CHECKS` says which metric of the real run must beat which value of which control
-run. Torch and transformers are imported inside functions.
+A control that does something else (``seeds``) overrides :meth:`Control.run`. Torch and
+transformers are imported inside functions.
 
 Example::
 
@@ -27,74 +26,28 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
-import random
-import statistics
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from pytest_icl import catalogue
+from pytest_icl.catalogue import ControlCheck  # noqa: F401 - re-exported: the check rows' type
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from torch import nn
 
     from pytest_icl.analysis.aggregate import Analysis
     from pytest_icl.engine.runs import Records
     from pytest_icl.tasks.loading import IclTask
 
-CONTROLS = ("untrained", "shuffled", "lcgd", "seeds", "output")
-RUNNABLE = ("untrained", "shuffled", "lcgd")  # the ones run_control runs; seeds and output need no extra model run here
-UNTRAINED_MODES = ("no_training", "trained_embeddings")
+CONTROLS = catalogue.control_names()
+RUNNABLE = tuple(c.name for c in catalogue.CONTROLS if c.variants)  # what run_control runs: controls with runs of their own
 
-
-@dataclass(frozen=True)
-class ControlCheck:
-    """Real run's ``metric`` against ``control_metric`` of the control run ``variant``.
-
-    ``variant`` None: the control value is in the real run's own analysis (``output``).
-    ``better``: "higher" passes when real − control ≥ margin, "lower" when control − real ≥
-    margin, None reports the two numbers side by side without a verdict.
-    """
-
-    control: str
-    variant: str | None
-    metric: str
-    control_metric: str
-    better: str | None
-    claim: str
-
-
-#: The control properties (spec §12.1, §12.2, §12.4). Why each:
-#: * untrained (§12.1.3, §12.4.5): Deutch found SimAOU and SimAM∆ of untrained models as high as
-#:   the trained model's; a similarity is evidence about ICL only where the trained model beats
-#:   both untrained variants.
-#: * shuffled (§12.4.2): if FT on wrong labels is as similar to ICL as FT on the real labels, the
-#:   similarity is about the demonstration texts, not the input-label mapping ICL uses.
-#: * lcgd (§12.1.4): LCGD is a different, arguably fairer FT, not a control with an expected
-#:   winner (Deutch: LCGD is higher on 5 of 6 tasks, all scores stay low), so it is reported
-#:   beside GD without a verdict.
-#: * output (§12.2): Shen et al. find ICL and GD change the output distribution differently; FT
-#:   behaves like ICL only if it moves the next-token distribution toward ICL's, i.e. FT is
-#:   closer to ICL than the untouched model (ZSL) is.
-#: * seeds has no pass/fail row: :func:`summarise_seeds` gives mean ± sd and order sensitivity.
-CONTROL_CHECKS: tuple[ControlCheck, ...] = (
-    *(
-        ControlCheck("untrained", mode, metric, metric, "higher", f"{label} above the {mode.replace('_', ' ')} model's")
-        for mode in UNTRAINED_MODES
-        for metric, label in (("simaou", "SimAOU"), ("simam_delta", "SimAM∆"))
-    ),
-    ControlCheck("shuffled", "shuffled", "simaou", "simaou", "higher", "SimAOU above FT on shuffled labels"),
-    ControlCheck("shuffled", "shuffled", "simam_delta", "simam_delta", "higher", "SimAM∆ above FT on shuffled labels"),
-    ControlCheck("shuffled", "shuffled", "kendall", "kendall", "higher", "Kendall(ICL, FT) above FT on shuffled labels"),
-    ControlCheck("lcgd", "lcgd", "simaou", "simaou", None, "SimAOU of GD beside LCGD"),
-    ControlCheck("lcgd", "lcgd", "simaou_unnormalised", "simaou_unnormalised", None, "unnormalised SimAOU of GD beside LCGD"),
-    ControlCheck("lcgd", "lcgd", "simam_delta", "simam_delta", None, "SimAM∆ of GD beside LCGD"),
-    ControlCheck("output", None, "kl_icl_ft", "kl_icl_zsl", "lower", "FT's next-token distribution closer to ICL's than ZSL's is (KL)"),
-    ControlCheck("output", None, "top10_icl_ft", "top10_icl_zsl", "higher", "FT shares more of ICL's top-10 next tokens than ZSL does"),
-)
+#: Every control's checks, in the catalogue's order (spec §12.1, §12.2, §12.4; the catalogue says why each).
+CONTROL_CHECKS: tuple[ControlCheck, ...] = tuple(check for c in catalogue.CONTROLS for check in c.checks)
 
 
 @dataclass(frozen=True)
@@ -132,12 +85,32 @@ class ControlResult:
     outcomes: list[CheckOutcome] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ControlVerdict:
+    name: str
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class PairRun:
+    """The real run of one task × model that every control of the pair is run beside."""
+
+    model: Any
+    tokenizer: Any
+    task: IclTask
+    records: Records
+    analysis: Analysis
+    seeds: int  # demonstration seeds for the seeds control
+    margins: dict[str, float]  # each property's margin for this pair
+    reload: Callable[[int], IclTask]  # the task with the demonstrations of another seed
+    batch_size: int = 16
+
+
 def check_control(name: str, base: Analysis, analyses: dict[str, Analysis], *, margin: float = 0.0) -> list[CheckOutcome]:
-    """Every row of :data:`CONTROL_CHECKS` for ``name``, on the real and the control analyses."""
+    """Every check of control ``name``'s catalogue row, on the real and the control analyses."""
     outcomes = []
-    for check in CONTROL_CHECKS:
-        if check.control != name:
-            continue
+    for check in catalogue.control(name).checks:
         source = base if check.variant is None else analyses.get(check.variant)
         if source is None:
             continue
@@ -147,251 +120,105 @@ def check_control(name: str, base: Analysis, analyses: dict[str, Analysis], *, m
     return outcomes
 
 
-# ---------------------------------------------------------------------------------------------
-# untrained models (Deutch §12.1.3)
+class Control:
+    """One control: what it runs (:meth:`variant_runs`), how it is checked (:meth:`judge`), what it adds to the row (:meth:`run`).
 
-
-def trained_embedding_names(model: nn.Module) -> list[str]:
-    """Parameters "Trained Embeddings" keeps: input and positional embeddings, every norm, the unembedding.
-
-    As Deutch's code (``model_trained=0`` loads embeddings, LayerNorms and the output projection).
-    Norms are found by type (``nn.LayerNorm`` or a class named ``*Norm``: RMSNorm variants),
-    so Gemma 3's per-head q/k norms count as norms too. Tied weights appear once.
+    The base class is a complete control for one whose checks read only the real run (``output``).
     """
-    from torch import nn
 
-    keep: list[str] = []
-    output = model.get_output_embeddings()
-    for module_name, module in model.named_modules():
-        is_norm = isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("Norm")
-        if isinstance(module, nn.Embedding) or is_norm or module is output:
-            prefix = f"{module_name}." if module_name else ""
-            keep.extend(prefix + name for name, _ in module.named_parameters(recurse=False))
-    names = {name for name, _ in model.named_parameters()}  # drops tied duplicates
-    return [name for name in dict.fromkeys(keep) if name in names]
+    def __init__(self, name: str):
+        self.name = name
+        self.spec = catalogue.control(name)  # what it runs, its checks and how it is shown
 
+    def variant_runs(self, model, tokenizer, task: IclTask, base: Records, *, seed: int, common: dict) -> dict[str, Callable[[], Records]]:
+        """variant -> a function that makes that control run (``common``: batch_size and progress for ``run_settings``)."""
+        return {}
 
-def untrained_model(model: nn.Module, mode: str, seed: int = 0) -> nn.Module:
-    """A new model of ``model``'s architecture and config with freshly initialised weights.
+    def adjust(self, analyses: dict[str, Analysis], task: IclTask, tokenizer, seed: int) -> None:
+        """Mark what a control run's analysis cannot mean (a hook; most controls need none)."""
 
-    ``mode="no_training"``: every weight from the architecture's own initialisation, seeded
-    (the global RNG is left as it was). ``"trained_embeddings"``: the same, then the tensors of
-    :func:`trained_embedding_names` copied from ``model``. Eager attention, eval mode, the
-    model's dtype and placement (a ``device_map``-split model is dispatched the same way). It
-    costs a second copy of the model in memory.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
+    def measure(
+        self,
+        model,
+        tokenizer,
+        task: IclTask,
+        base: Records,
+        *,
+        batch_size: int = 16,
+        seed: int = 0,
+        base_analysis: Analysis | None = None,
+        margin: float = 0.0,
+        n_boot: int = 1000,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> ControlResult:
+        """Each variant run through ``runs.run_settings`` and ``analysis.analyse``, then the checks.
 
-    if mode not in UNTRAINED_MODES:
-        raise ValueError(f"unknown untrained-model mode {mode!r}: use one of {', '.join(UNTRAINED_MODES)}")
-    config = copy.deepcopy(model.config)
-    dtype = next(model.parameters()).dtype
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=dtype)
-    if mode == "trained_embeddings":
-        trained = dict(model.named_parameters())
-        params = dict(fresh.named_parameters())
-        with torch.no_grad():
-            for name in trained_embedding_names(model):
-                params[name].copy_(trained[name].detach().to(params[name].device))
-    device_map = getattr(model, "hf_device_map", None)
-    if device_map and len(set(device_map.values())) > 1:
-        from accelerate import dispatch_model
+        Every control run is analysed with the task's analysis seed, as the real run is, so the
+        random baselines and bootstrap rows are the same (pass the real run's ``n_boot`` too).
+        ``seed`` seeds the control itself (the re-initialisation, the label permutation).
+        """
+        from pytest_icl.analysis.aggregate import analyse
 
-        fresh = dispatch_model(fresh, device_map=device_map)
-    else:
-        fresh = fresh.to(next(model.parameters()).device)
-    return fresh.eval()
+        analysis_seed = task.settings.seed
+        if base_analysis is None:
+            base_analysis = analyse(base, seed=analysis_seed, n_boot=n_boot)
+        analyses: dict[str, Analysis] = {}
+        seconds: dict[str, float] = {}
+        common = dict(batch_size=batch_size, progress=progress)
+        for variant, make in self.variant_runs(model, tokenizer, task, base, seed=seed, common=common).items():
+            start = time.perf_counter()
+            analyses[variant] = analyse(make(), seed=analysis_seed, n_boot=n_boot)
+            seconds[variant] = time.perf_counter() - start
+        self.adjust(analyses, task, tokenizer, seed)
+        return ControlResult(self.name, analyses, seconds, check_control(self.name, base_analysis, analyses, margin=margin))
 
+    def judge(self, outcomes: list[CheckOutcome]) -> ControlVerdict | None:
+        """The item's verdict: every check with a verdict holds. None for a control reported without one."""
+        if not self.spec.verdict:
+            return None
+        decided = [o for o in outcomes if o.passed is not None]
+        passed = bool(decided) and all(o.passed for o in decided)
+        verdict = "holds" if passed else "does not hold"
+        if not decided:
+            verdict = "is undefined (no check had both numbers)"
+        return ControlVerdict(self.name, passed, f"control {self.name} {verdict}: " + "; ".join(o.message for o in outcomes))
 
-# ---------------------------------------------------------------------------------------------
-# demonstrations: shuffled labels, permuted order
-
-
-def _derived_hash(task: IclTask, what: str) -> str:
-    return hashlib.sha256(f"{task.config_hash}|{what}".encode()).hexdigest()[: max(16, len(task.config_hash))]
-
-
-def shuffled_label_task(task: IclTask, seed: int) -> IclTask:
-    """``task`` with the demonstrations' labels permuted so that every label changes where it can.
-
-    How: the demonstrations are shuffled (seeded), stably sorted by gold index, and each takes the
-    gold index of the one m places further on (cyclically), m being the size of the largest
-    label class. Sorted blocks of equal labels are at most m long, so when no label holds more
-    than half the demonstrations every label changes and the label counts are kept (a
-    permutation, not random labels). A demonstration whose label is still unchanged (one class
-    over half) or whose own choices lack the borrowed index (per-example choice lists) gets a
-    different choice of its own, uniformly; only one whose choices are all the same text keeps
-    its label. Texts, choices, eval examples and the order are unchanged.
-    """
-    demos = task.demonstrations
-    rng = random.Random(seed)
-    order = list(range(len(demos)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: demos[i].gold)
-    m = max((sum(d.gold == g for d in demos) for g in {d.gold for d in demos}), default=0)
-    new_gold = {i: demos[order[(pos + m) % len(order)]].gold for pos, i in enumerate(order)}
-    shuffled = []
-    for i, demo in enumerate(demos):
-        gold = new_gold[i]
-        if gold >= len(demo.choices) or demo.choices[gold] == demo.answer:
-            others = [c for c, text in enumerate(demo.choices) if text != demo.answer]
-            gold = rng.choice(others) if others else demo.gold
-        shuffled.append(replace(demo, gold=gold))
-    return replace(task, demonstrations=tuple(shuffled), config_hash=_derived_hash(task, f"shuffled-labels:{seed}"))
+    def run(self, pair: PairRun) -> tuple[ControlVerdict | None, dict[str, Any]]:
+        """Run beside ``pair``: the verdict, and the entry of ``row["controls"]`` (values, layers, outcomes)."""
+        result = self.measure(
+            pair.model, pair.tokenizer, pair.task, pair.records, batch_size=pair.batch_size, seed=pair.task.settings.seed,
+            base_analysis=pair.analysis,
+        )  # fmt: skip
+        entry = {
+            "values": {v: a.values for v, a in result.analyses.items()},
+            "layers": {v: a.layers for v, a in result.analyses.items()},
+            "outcomes": [
+                {"claim": o.check.claim, "metric": o.check.metric, "variant": o.check.variant, "value": o.value,
+                 "control": o.control, "passed": o.passed}
+                for o in result.outcomes
+            ],  # fmt: skip
+        }
+        return self.judge(result.outcomes), entry
 
 
-def permuted_task(task: IclTask, seed: int) -> IclTask:
-    """``task`` with its demonstrations in another (seeded) order, for ICL and FT alike (Shen's order sensitivity)."""
-    demos = list(task.demonstrations)
-    random.Random(seed).shuffle(demos)
-    return replace(task, demonstrations=tuple(demos), config_hash=_derived_hash(task, f"permuted:{seed}"))
+def get(name: str) -> Control:
+    """The control named ``name``: ``CONTROL`` of the module ``pytest_icl.controls.<name>``."""
+    catalogue.control(name)  # an unknown name fails here, naming the known ones
+    return import_module(f"{__package__}.{name}").CONTROL
 
 
-# ---------------------------------------------------------------------------------------------
-# running a control
-
-
-def run_control(
-    name: str,
-    model: nn.Module,
-    tokenizer,
-    task: IclTask,
-    base: Records,
-    *,
-    batch_size: int = 16,
-    seed: int = 0,
-    base_analysis: Analysis | None = None,
-    margin: float = 0.0,
-    n_boot: int = 1000,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> ControlResult:
+def run_control(name: str, model, tokenizer, task: IclTask, base: Records, **options) -> ControlResult:
     """Run control ``name`` (one of :data:`RUNNABLE`) beside the real run ``base`` of ``task``.
 
-    Every control run goes through ``runs.run_settings`` and ``analysis.analyse`` with the task's
-    analysis seed, as the real run does, so the random baselines and bootstrap rows are the
-    same (pass the real run's ``n_boot`` too). ``seed`` seeds the control itself (the
-    re-initialisation, the label permutation). ``base_analysis`` saves re-analysing ``base``
-    when the caller has it.
+    :meth:`Control.measure` with its keyword ``options`` (batch_size, seed, base_analysis,
+    margin, n_boot, progress); ``base_analysis`` saves re-analysing ``base`` when the caller has it.
     """
-    from pytest_icl.engine import runs
-    from pytest_icl.analysis.aggregate import analyse
-
     if name not in RUNNABLE:
-        hint = " (use summarise_seeds over the S analyses)" if name == "seeds" else (
-            " (its numbers are in every analysis: kl_icl_ft, top10_icl_ft, ...)" if name == "output" else ""
-        )
+        hint = f" ({catalogue.control(name).runs})" if name in CONTROLS else ""
         raise ValueError(f"run_control runs {', '.join(RUNNABLE)}; not {name!r}{hint}")
-    analysis_seed = task.settings.seed
-    if base_analysis is None:
-        base_analysis = analyse(base, seed=analysis_seed, n_boot=n_boot)
-    common = dict(batch_size=batch_size, progress=progress)
-    analyses: dict[str, Analysis] = {}
-    seconds: dict[str, float] = {}
-
-    def timed(variant: str, run: Callable[[], Records]) -> None:
-        start = time.perf_counter()
-        analyses[variant] = analyse(run(), seed=analysis_seed, n_boot=n_boot)
-        seconds[variant] = time.perf_counter() - start
-
-    if name == "untrained":
-        for mode in UNTRAINED_MODES:
-            def run(mode=mode):
-                control_model = untrained_model(model, mode, seed=seed)
-                try:
-                    return runs.run_settings(control_model, tokenizer, task, **common)
-                finally:
-                    del control_model
-
-            timed(mode, run)
-    elif name == "shuffled":
-        shuffled = shuffled_label_task(task, seed)
-        timed("shuffled", lambda: runs.run_settings(model, tokenizer, task, ft_task=shuffled, reuse=base, **common))
-        if not _same_token_lengths(task, shuffled, tokenizer):
-            _undefine(analyses["shuffled"], "kendall")
-    else:
-        timed("lcgd", lambda: runs.run_settings(model, tokenizer, task, ft_objective="lcgd", reuse=base, **common))
-    return ControlResult(name, analyses, seconds, check_control(name, base_analysis, analyses, margin=margin))
+    return get(name).measure(model, tokenizer, task, base, **options)
 
 
-def _same_token_lengths(task: IclTask, other: IclTask, tokenizer) -> bool:
-    """Whether every demonstration of ``other`` has as many training tokens as ``task``'s.
-
-    Kendall(ICL, FT) pairs ICL's demonstration token t with FT's training token t; when a
-    shuffled label tokenises to another length, the pairs after it are different tokens.
-    """
-    from pytest_icl.engine.encoding import encode_demonstrations
-
-    lengths = [[len(s) for s in encode_demonstrations(t, tokenizer).sequences] for t in (task, other)]
-    return lengths[0] == lengths[1]
-
-
-def _undefine(analysis: Analysis, metric: str) -> None:
-    analysis.values[metric] = math.nan
-    analysis.intervals[metric] = (math.nan, math.nan)
-    if metric in analysis.layers:
-        analysis.layers[metric] = [math.nan] * len(analysis.layers[metric])
-
-
-# ---------------------------------------------------------------------------------------------
-# seeds and order sensitivity (Deutch's 3 seeds, Shen §12.2)
-
-
-def _mean_sd(values: list[float]) -> dict:
-    finite = [v for v in values if not math.isnan(v)]
-    mean = statistics.fmean(finite) if finite else math.nan
-    sd = statistics.stdev(finite) if len(finite) > 1 else math.nan
-    return {"mean": mean, "sd": sd, "n": len(finite), "values": list(values)}
-
-
-def summarise_seeds(analyses: list[Analysis], records: list[Records] | None = None) -> dict:
-    """Mean ± sd over S analyses of the same task (demonstration seeds or permutations), and order sensitivity.
-
-    Returns ``{"runs": S, "metrics": {name: {"mean", "sd", "n", "values"}}, "order_sensitivity": {...}}``.
-    sd is the sample standard deviation (S − 1), over the runs where the value is defined; NaN
-    for fewer than two. ``order_sensitivity`` (Shen et al.: ICL's predictions depend on the
-    demonstrations' order far more than GD's):
-
-    * ``acc_sd``: per setting (zsl, icl, ft), the sd of accuracy across runs;
-    * with ``records`` (the S runs' records, same eval examples in the same order, as with
-      permutations of one demonstration set): ``prediction_flips`` — per setting, the share
-      of eval examples whose prediction is not the same in every run; ``choice_prob_sd`` — per
-      setting, the sd across runs of the probabilities over the answer choices, averaged over
-      choices and examples; ``icl_over_ft`` — choice_prob_sd of ICL / FT. When the runs' gold
-      labels differ (another seed picked other eval examples) these are NaN, ``aligned`` False.
-    """
-    if not analyses:
-        raise ValueError("summarise_seeds needs at least one analysis")
-    names = [k for k in analyses[0].values if all(k in a.values for a in analyses)]
-    summary = {
-        "runs": len(analyses),
-        "metrics": {name: _mean_sd([a.values[name] for a in analyses]) for name in names},
-    }
-    sensitivity: dict = {
-        "acc_sd": {s: _mean_sd([a.values.get(f"acc_{s}", math.nan) for a in analyses])["sd"] for s in ("zsl", "icl", "ft")}
-    }
-    if records is not None:
-        sensitivity.update(_prediction_spread(records))
-    summary["order_sensitivity"] = sensitivity
-    return summary
-
-
-def _prediction_spread(records: list[Records]) -> dict:
-    import torch
-
-    settings = ("zsl", "icl", "ft")
-    aligned = len(records) > 1 and all(torch.equal(r.gold, records[0].gold) for r in records)
-    if not aligned:
-        nan = {s: math.nan for s in settings}
-        return {"aligned": False, "prediction_flips": nan, "choice_prob_sd": dict(nan), "icl_over_ft": math.nan}
-    flips, prob_sd = {}, {}
-    for s in settings:
-        predictions = torch.stack([getattr(r, s).predictions for r in records])  # [S, n]
-        flips[s] = float((predictions != predictions[0]).any(dim=0).double().mean())
-        logprobs = torch.stack([getattr(r, s).logprobs.double() for r in records])  # [S, n, choices], -inf pads
-        spread = logprobs.softmax(-1).std(dim=0)  # [n, choices]
-        prob_sd[s] = float(spread[torch.isfinite(logprobs[0])].mean())  # over each example's real choices
-    ratio = prob_sd["icl"] / prob_sd["ft"] if prob_sd["ft"] > 0 else (math.nan if prob_sd["icl"] == 0 else math.inf)
-    return {"aligned": True, "prediction_flips": flips, "choice_prob_sd": prob_sd, "icl_over_ft": ratio}
+def derived_hash(task: IclTask, what: str) -> str:
+    """The config hash of a task derived from ``task`` (other labels, another order): never a stale baseline's."""
+    return hashlib.sha256(f"{task.config_hash}|{what}".encode()).hexdigest()[: max(16, len(task.config_hash))]

@@ -33,6 +33,7 @@ A change counts as a regression only when all of these hold:
 A compared metric that was defined and is now undefined (NaN: e.g. Rec2FTP when FT fixes none
 of the zero-shot errors) also fails. Controls and diagnostics (:data:`NOT_COMPARED`) are stored
 and plotted but never compared: a random baseline moving is not a regression of the model.
+Which metric is compared, and its default tolerance, is its row of :data:`pytest_icl.catalogue.METRICS`.
 
 Example::
 
@@ -52,50 +53,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_icl import catalogue
 from pytest_icl.report import rows as report
 
 FORMAT = "pytest-icl-baseline"
 
-#: Metrics compared with the baseline; higher is better for all of them.
-COMPARED: dict[str, str] = {
-    "acc_zsl": "zero-shot accuracy",
-    "acc_icl": "ICL accuracy",
-    "acc_ft": "FT accuracy",
-    "rec2ftp": "Rec2FTP",
-    "ft_precision": "P(FT right | ICL corrected)",
-    "simaou": "SimAOU",
-    "simaou_unnormalised": "SimAOU (plain difference)",
-    "simam_after": "SimAM after FT",
-    "simam_delta": "SimAM∆",
-    "kendall": "Kendall(ICL, FT)",
-}
+#: Metrics compared with the baseline (those the catalogue gives a tolerance); higher is better for all of them.
+COMPARED: dict[str, str] = {m.name: m.about for m in catalogue.compared_metrics()}
 
-#: Stored and plotted, never compared: controls and diagnostics without a better direction.
-NOT_COMPARED: dict[str, str] = {
-    "rec2ftp_chance": "control of Rec2FTP",
-    "simaou_random": "random control of SimAOU",
-    "simaou_fair_random": "fair random control of SimAOU",
-    "simam_before": "control of SimAM (ICL vs ZSL maps)",
-    "simam_zsl_ft": "diagnostic: how far FT moved the maps",
-    "kendall_random": "random control of Kendall",
-    "majority_zsl": "label-bias diagnostic",
-    "majority_icl": "label-bias diagnostic",
-    "majority_ft": "label-bias diagnostic",
-}
+#: Stored and plotted, never compared: controls and diagnostics without a better direction, and
+#: the output-distribution numbers (the catalogue says why).
+NOT_COMPARED: dict[str, str] = {m.name: m.about for m in catalogue.METRICS if not m.compared}
 
 #: Absolute tolerances: fractions over eval examples move in steps of 1/n, so they get more room.
-DEFAULT_TOLERANCES: dict[str, float] = {
-    "acc_zsl": 0.05,
-    "acc_icl": 0.05,
-    "acc_ft": 0.05,
-    "rec2ftp": 0.05,
-    "ft_precision": 0.05,
-    "simaou": 0.02,
-    "simaou_unnormalised": 0.02,
-    "simam_after": 0.02,
-    "simam_delta": 0.02,
-    "kendall": 0.02,
-}
+DEFAULT_TOLERANCES: dict[str, float] = {m.name: m.tolerance for m in catalogue.compared_metrics()}
 
 #: Fields that must agree for two rows of the same task × model to be compared.
 EXPERIMENT_FIELDS = ("task_hash", "shots", "seed", "lr", "position")

@@ -23,23 +23,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pytest_icl import catalogue
 from pytest_icl.report import rows as report
-from pytest_icl.analysis.properties import PROPERTIES
 
 PLOTS = "plots"
 TEMPLATES = Path(__file__).parent / "templates"
 
-# Summary columns: (header, [metrics shown as a / b], tooltip).
-SUMMARY_COLUMNS = (
-    ("ZSL", ("acc_zsl",), "zero-shot accuracy"),
-    ("ICL", ("acc_icl",), "in-context accuracy"),
-    ("FT", ("acc_ft",), "accuracy after finetuning on the demonstrations"),
-    ("Rec2FTP / chance", ("rec2ftp", "rec2ftp_chance"), "Rec2FTP and its chance level P(ICL right | ZSL wrong)"),
-    ("SimAOU / fair random", ("simaou", "simaou_fair_random"), "SimAOU and the fair random-update control"),
-    ("SimAM before / after", ("simam_before", "simam_after"), "SimAM of ICL vs ZSL maps, and of ICL vs FT maps"),
-    ("SimAM∆", ("simam_delta",), "cos(ICL − ZSL, FT − ZSL)"),
-    ("Kendall / random", ("kendall", "kendall_random"), "Kendall(ICL, FT) and Kendall(ICL, random)"),
-)
+# Summary columns: (header, [metrics shown as a / b], tooltip), the catalogue's.
+SUMMARY_COLUMNS = tuple((column.header, column.metrics, column.tip) for column in catalogue.COLUMNS)
 
 # Outcomes whose badge says it in words too, not only in colour.
 OUTCOME_LABELS = {"xfailed": "xfail", "xpassed": "XPASS", "inconclusive": "inconclusive", "error": "error"}
@@ -49,18 +40,6 @@ AUTO_LR_SOURCES = ("validation", "cache")
 
 # A control check's verdict (CheckOutcome.passed) as (text, badge class).
 CHECK_VERDICTS = {True: ("holds", "holds"), False: ("does not hold", "does-not-hold")}
-
-# Over seeds, besides each property's metric and control: (metric, what it is, its control or None).
-SEED_EXTRAS = (
-    ("acc_ft", "FT accuracy", None),
-    ("simam_delta", "SimAM∆", None),
-    ("kl_icl_ft", "KL(ICL ‖ FT) below KL(ICL ‖ ZSL)", "kl_icl_zsl"),
-    ("top10_icl_ft", "top-10 next-token overlap of ICL with FT above ICL with ZSL", "top10_icl_zsl"),
-)
-
-# Variants of a control run as the page names them.
-VARIANT_NAMES = {"no_training": "no training", "trained_embeddings": "trained embeddings"}
-
 
 def num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -112,18 +91,18 @@ def _mean_sd(stats: dict[str, Any] | None) -> str:
     return f"{num(stats.get('mean'))} ± {num(stats.get('sd'))}"
 
 
-def _seed_lines(control: dict[str, Any]) -> list[dict[str, Any]]:
+def _seed_lines(spec: catalogue.Control, control: dict[str, Any]) -> list[dict[str, Any]]:
     """Each property's metric beside its control as mean ± sd over the seeds (the item's verdict is its badge)."""
     seeds = ", ".join(str(s) for s in control.get("seeds") or [])
     metrics = control.get("metrics") or {}
     lines = []
-    for prop in PROPERTIES.values():
+    for prop in catalogue.PROPERTIES:
         if prop.metric in metrics or prop.control in metrics:
             lines.append({
                 "check": f"{prop.claim} (over seeds {seeds})", "variant": "mean ± sd", "real": _mean_sd(metrics.get(prop.metric)),
                 "control": _mean_sd(metrics.get(prop.control)), "verdict": None,
             })  # fmt: skip
-    for metric, claim, against in SEED_EXTRAS:
+    for metric, claim, against in spec.over_seeds.extras:
         if metric in metrics:
             lines.append({
                 "check": f"{claim} (over seeds {seeds})", "variant": "mean ± sd", "real": _mean_sd(metrics[metric]),
@@ -146,11 +125,35 @@ def _order_sensitivity(control: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _variant_name(control: str, variant: str | None) -> str:
+def _variant_name(spec: catalogue.Control, variant: str | None) -> str:
     """Which run a check's control value comes from; blank where the control has just the one of its name."""
     if variant is None:
         return "this run"  # the output control compares two distributions of the real run
-    return "" if variant == control else VARIANT_NAMES.get(variant, variant)
+    shown = {v.name: v.shown for v in spec.variants}
+    return shown.get(variant, "" if variant == spec.name else variant)
+
+
+def _check_lines(spec: catalogue.Control, control: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each check: the real run's value beside the control's, and its verdict."""
+    lines = []
+    for check in control.get("outcomes") or []:
+        passed = check.get("passed")
+        if passed is None:  # a control without a verdict is reported beside GD; elsewhere None means a value is missing
+            verdict = ("undefined", "no-verdict") if spec.verdict else ("reported", "reported")
+        else:
+            verdict = CHECK_VERDICTS[bool(passed)]
+        lines.append({
+            "check": check.get("claim", ""), "variant": _variant_name(spec, check.get("variant")),
+            "real": num(check.get("value"), 4), "control": num(check.get("control"), 4), "verdict": verdict,
+        })  # fmt: skip
+    return lines
+
+
+# How a control's catalogue row says it is shown: (its table lines, the note under them).
+_SHOWN = {
+    catalogue.CHECKS: (_check_lines, lambda control: ""),
+    catalogue.OVER_SEEDS: (_seed_lines, _order_sensitivity),
+}
 
 
 def control_sections(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -161,24 +164,12 @@ def control_sections(row: dict[str, Any]) -> list[dict[str, Any]]:
     """
     sections = []
     for name, control in (row.get("controls") or {}).items():
-        outcome = (row.get("properties") or {}).get(name)
-        section = {"name": name, "outcome": outcome, "seconds": control.get("seconds"), "lines": [], "note": ""}
-        if name == "seeds":
-            section["lines"] = _seed_lines(control)
-            section["note"] = _order_sensitivity(control)
-        else:
-            for check in control.get("outcomes") or []:
-                passed = check.get("passed")
-                if passed is None:  # LCGD is reported beside GD; elsewhere None means a value is missing
-                    verdict = ("reported", "reported") if name == "lcgd" else ("undefined", "no-verdict")
-                else:
-                    verdict = CHECK_VERDICTS[bool(passed)]
-                variant = check.get("variant")
-                section["lines"].append({
-                    "check": check.get("claim", ""), "variant": _variant_name(name, variant),
-                    "real": num(check.get("value"), 4), "control": num(check.get("control"), 4), "verdict": verdict,
-                })  # fmt: skip
-        sections.append(section)
+        spec = catalogue.control(name, strict=False)
+        lines, note = _SHOWN[spec.shown]
+        sections.append({
+            "name": name, "outcome": (row.get("properties") or {}).get(name), "seconds": control.get("seconds"),
+            "lines": lines(spec, control), "note": note(control),
+        })  # fmt: skip
     return sections
 
 

@@ -36,47 +36,32 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pytest_icl import catalogue
 from pytest_icl.report import rows as report
 
-# The three per-layer figures: (file suffix, title, y label, [(metric, label, colour, style)]).
-LAYER_FIGURES = (
-    ("simaou", "SimAOU per layer", "cosine similarity of updates", (
-        ("simaou", "SimAOU (ICL vs FT)", "#1f77b4", "-"),
-        ("simaou_fair_random", "fair random FT update", "#ff7f0e", "--"),
-        ("simaou_random", "official random baseline", "#7f7f7f", ":"),
-    )),
-    ("simam", "SimAM per layer", "cosine similarity of attention maps", (
-        ("simam_after", "SimAM after (ICL vs FT)", "#2ca02c", "-"),
-        ("simam_before", "SimAM before (ICL vs ZSL)", "#7f7f7f", "--"),
-        ("simam_delta", "SimAM∆ (ICL−ZSL vs FT−ZSL)", "#9467bd", "-"),
-    )),
-    ("kendall", "Kendall per layer", "Kendall tau-b", (
-        ("kendall", "Kendall(ICL, FT)", "#d62728", "-"),
-        ("kendall_random", "Kendall(ICL, random)", "#7f7f7f", "--"),
-    )),
+# The per-layer figures: (file suffix, title, y label, [(metric, label, colour, style)]), from the
+# catalogue's figures and the metrics drawn in each.
+LAYER_FIGURES = tuple(
+    (
+        figure.name, figure.title, figure.ylabel,
+        tuple((m.name, m.line.label, m.line.colour, m.line.style) for m in catalogue.figure_lines(figure.name)),
+    )
+    for figure in catalogue.FIGURES
 )  # fmt: skip
 
 # Control figures: (metric, title, y label, the metric's in-run control or None). Each shows the
 # real run's curve beside every control run that has the metric's layers.
-CONTROL_FIGURES = (
-    ("simaou", "SimAOU against the controls", "cosine similarity of updates", "simaou_fair_random"),
-    ("simam_delta", "SimAM∆ against the controls", "cos(ICL − ZSL, FT − ZSL)", None),
-    ("kendall", "Kendall against the controls", "Kendall tau-b", "kendall_random"),
+CONTROL_FIGURES = tuple(
+    (m.name, m.control_figure.title, m.control_figure.ylabel, m.control_figure.beside) for m in catalogue.METRICS if m.control_figure
 )
 
 # Control runs as they are drawn: (control, variant) -> (label, colour, line style).
-CONTROL_CURVES = {
-    ("untrained", "no_training"): ("untrained: no training", "#8c564b", "--"),
-    ("untrained", "trained_embeddings"): ("untrained: trained embeddings", "#e377c2", "--"),
-    ("shuffled", "shuffled"): ("FT on shuffled labels", "#ff7f0e", "-."),
-    ("lcgd", "lcgd"): ("LCGD (layer-causal FT)", "#2ca02c", "-"),
-}
+CONTROL_CURVES = {(c.name, v.name): (v.line.label, v.line.colour, v.line.style) for c in catalogue.CONTROLS for v in c.variants}
 
-# Curves compared with the baseline: (panel title, [(metric, label, colour)]).
-BASELINE_PANELS = (
-    ("SimAOU", (("simaou", "SimAOU", "#1f77b4"),)),
-    ("SimAM", (("simam_after", "SimAM after", "#2ca02c"), ("simam_delta", "SimAM∆", "#9467bd"))),
-    ("Kendall", (("kendall", "Kendall(ICL, FT)", "#d62728"),)),
+# Curves compared with the baseline: (panel title, [(metric, label, colour)]): per figure, its compared metrics.
+BASELINE_PANELS = tuple(
+    (figure.panel, tuple((m.name, m.label, m.line.colour) for m in catalogue.figure_lines(figure.name) if m.compared))
+    for figure in catalogue.FIGURES
 )
 
 VERDICT_COLOURS = {"regressed": "#d62728", "undefined": "#d62728", "improved": "#2ca02c", "ok": "#1f77b4", "not stored": "#7f7f7f"}

@@ -34,6 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pytest_icl import catalogue
+
 SCHEMA_VERSION = 1
 SCALAR_COLUMNS = (
     "task", "task_hash", "model", "model_id", "revision", "weights_hash", "dtype", "device",
@@ -189,6 +191,11 @@ def _verdict(properties: dict[str, str]) -> str:
     )
 
 
+def _metrics_cell(column: catalogue.Column):
+    """A catalogue column's cell: its metrics as ``a/b``."""
+    return lambda r: "/".join(_fmt(r["values"][metric], column.digits) for metric in column.metrics)
+
+
 TABLE_COLUMNS = (
     ("model", lambda r: r["model_id"]),
     ("task", lambda r: r["task"]),
@@ -196,13 +203,7 @@ TABLE_COLUMNS = (
     ("n", lambda r: str(r["eval"])),
     # "auto" marks an lr chosen for this model on the task's validation split (lr: auto)
     ("lr", lambda r: f"{r['lr']:g}" + (" auto" if r.get("lr_source") in ("validation", "cache") else "")),
-    ("ZSL", lambda r: _fmt(r["values"]["acc_zsl"])),
-    ("ICL", lambda r: _fmt(r["values"]["acc_icl"])),
-    ("FT", lambda r: _fmt(r["values"]["acc_ft"])),
-    ("Rec2FTP/chance", lambda r: f"{_fmt(r['values']['rec2ftp'], 2)}/{_fmt(r['values']['rec2ftp_chance'], 2)}"),
-    ("SimAOU/fair-rand", lambda r: f"{_fmt(r['values']['simaou'])}/{_fmt(r['values']['simaou_fair_random'])}"),
-    ("SimAM bef/aft", lambda r: f"{_fmt(r['values']['simam_before'])}/{_fmt(r['values']['simam_after'])}"),
-    ("Kendall/rand", lambda r: f"{_fmt(r['values']['kendall'])}/{_fmt(r['values']['kendall_random'])}"),
+    *((column.terminal, _metrics_cell(column)) for column in catalogue.COLUMNS if column.terminal),
     ("result", lambda r: _verdict(r.get("properties", {}))),
 )
 
@@ -220,19 +221,35 @@ def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def control_lines(row: dict[str, Any]) -> list[list[str]]:
-    """One line per control check of a row: control, check, real value, control value, verdict."""
+    """One line per control check of a row: control, check, real value, control value, verdict.
+
+    How a control is listed is its catalogue row's ``shown``: its checks, or mean ± sd over seeds.
+    """
     lines = []
     for name, control in (row.get("controls") or {}).items():
-        if name == "seeds":
-            for metric in ("acc_icl", "acc_ft", "simaou", "simaou_fair_random", "simam_after", "simam_before", "kendall"):
-                stats = control["metrics"].get(metric)
-                if stats:
-                    lines.append([name, f"{metric} over seeds {control['seeds']}", f"{_fmt(stats['mean'])} ± {_fmt(stats['sd'])}", "", ""])
-            continue
-        for outcome in control["outcomes"]:
-            verdict = {True: "holds", False: "does not hold", None: "reported" if name == "lcgd" else "undefined"}[outcome["passed"]]
-            lines.append([name, outcome["claim"], _fmt(outcome["value"]), _fmt(outcome["control"]), verdict])
+        spec = catalogue.control(name, strict=False)
+        lines += _SHOWN[spec.shown](spec, control)
     return lines
+
+
+def _check_lines(spec: catalogue.Control, control: dict[str, Any]) -> list[list[str]]:
+    unjudged = "undefined" if spec.verdict else "reported"  # None: a missing value, or a control reported without a verdict
+    return [
+        [spec.name, o["claim"], _fmt(o["value"]), _fmt(o["control"]), {True: "holds", False: "does not hold", None: unjudged}[o["passed"]]]
+        for o in control["outcomes"]
+    ]
+
+
+def _seed_lines(spec: catalogue.Control, control: dict[str, Any]) -> list[list[str]]:
+    lines = []
+    for metric in spec.over_seeds.terminal:
+        stats = control["metrics"].get(metric)
+        if stats:
+            lines.append([spec.name, f"{metric} over seeds {control['seeds']}", f"{_fmt(stats['mean'])} ± {_fmt(stats['sd'])}", "", ""])
+    return lines
+
+
+_SHOWN = {catalogue.CHECKS: _check_lines, catalogue.OVER_SEEDS: _seed_lines}
 
 
 def format_controls(rows: list[dict[str, Any]]) -> list[str]:

@@ -12,18 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pytest_icl.controls import base as controls
 from pytest_icl.analysis.aggregate import Analysis
-from pytest_icl.controls.base import (
-    CONTROL_CHECKS,
-    check_control,
-    permuted_task,
-    run_control,
-    shuffled_label_task,
-    summarise_seeds,
-    trained_embedding_names,
-    untrained_model,
-)
+from pytest_icl.controls import base as controls
+from pytest_icl.controls.base import CONTROL_CHECKS, check_control, run_control
+from pytest_icl.controls.seeds import permuted_task, summarise_seeds
+from pytest_icl.controls.shuffled import same_token_lengths, shuffled_label_task
+from pytest_icl.controls.untrained import trained_embedding_names, untrained_model
 from pytest_icl.tasks.loading import Example, IclTask, TaskSettings
 from tests.tiny_models import make_tiny_model
 
@@ -150,9 +144,9 @@ def test_kendall_pairs_are_checked_for_same_token_lengths():
 
     tokenizer = make_tokenizer()
     one_token = _task([0, 1, 0, 1], choices=("positive", "negative"))  # one token each in the tiny vocabulary
-    assert controls._same_token_lengths(one_token, shuffled_label_task(one_token, 0), tokenizer)
+    assert same_token_lengths(one_token, shuffled_label_task(one_token, 0), tokenizer)
     mixed = _task([0, 1, 0, 1], choices=("red", "blue"))  # two and three tokens
-    assert not controls._same_token_lengths(mixed, shuffled_label_task(mixed, 0), tokenizer)
+    assert not same_token_lengths(mixed, shuffled_label_task(mixed, 0), tokenizer)
 
 
 # ------------------------------------------------------------------------------------------
