@@ -9,7 +9,7 @@
 2. **Paper-sized models.** Randomly initialised models built on the GPU in bf16 from the
    configs of gpt-neo-2.7B (32 layers, hidden 2560, 20 heads, local window 256, vocab 50257)
    and a Llama-7B-shaped model (32 layers, hidden 4096, 32 heads, intermediate 11008, vocab
-   32000); the full analysis (``run_settings`` + ``analyse``) of the made-up task
+   32000); the full analysis (the pipeline's ``analyse_task``: runs, metrics, row) of the made-up task
    ``tasks/topic_nonce`` (k = 16, 64 eval examples, multi-token choices). Printed: seconds per
    stage, tokens/s, the share of the matmul peak (FLOPs estimated as 2·N·tokens for the
    no-grad forwards and 6·N·tokens for the FT steps, N = the weights of every ``nn.Linear``;
@@ -218,8 +218,9 @@ def analyse_big(family: str, device, dtype, tokenizer, task, peak_tflops: float,
     """Build one paper-sized model, run the full analysis, print the figures."""
     import torch
 
-    from pytest_icl.analysis.aggregate import analyse
     from pytest_icl.engine.runs import run_settings
+    from pytest_icl.models.loading import LoadedModel, ModelSpec
+    from pytest_icl.pipeline import PipelineSettings, analyse_task
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -232,15 +233,16 @@ def analyse_big(family: str, device, dtype, tokenizer, task, peak_tflops: float,
     weights = linear_weights(model)
     run_settings(model, tokenizer, made_up_task(shots=2, limit=4), batch_size=batch_size)  # warm-up: kernels, cuBLAS
     synchronize(device)
+    # Built in memory, not loaded: the spec only names it in the row.
+    lm = LoadedModel(ModelSpec(family, "built", family, id=family), model, tokenizer, device, dtype, None, None, build)
     counter = TokenCounter(model)
     begin = time.perf_counter()
-    records = run_settings(model, tokenizer, task, batch_size=batch_size)
+    result = analyse_task(lm, task, PipelineSettings(batch_size=batch_size))  # the plugin's pipeline, from the loaded task on
     synchronize(device)
-    run = time.perf_counter() - begin
+    metrics_s = result.row["timings"]["metrics"]
+    run = time.perf_counter() - begin - metrics_s
     counter.remove()
-    begin = time.perf_counter()
-    analysis = analyse(records, seed=task.settings.seed)
-    metrics_s = time.perf_counter() - begin
+    records, analysis = result.records, result.analysis
     flops = 2 * weights * counter.forward + 6 * weights * counter.train
     achieved = flops / run / 1e12
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
@@ -263,7 +265,7 @@ def analyse_big(family: str, device, dtype, tokenizer, task, peak_tflops: float,
     )
     if len(finite) < 5:
         raise RuntimeError(f"{family}: non-finite metrics {sorted(set(analysis.values) - set(finite))[:5]}")
-    del model, records
+    del model, records, lm, result
 
 
 def _max_excess(a, b) -> tuple[float, float]:
@@ -319,8 +321,8 @@ def device_map_loads(arch: str, device, report: Report, *, task, folder: Path) -
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pytest_icl.models.placement import check_placement, device_map_kwargs, input_device
     from pytest_icl.engine.runs import run_settings
+    from pytest_icl.models.placement import check_placement, device_map_kwargs, input_device
     from tests.tiny_models import make_tokenizer, save_tiny_model
 
     save_tiny_model(arch, folder)

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_icl.analysis.aggregate import analyse
 from pytest_icl.engine.encoding import encode_task
-from pytest_icl.models.loading import load_model
 from pytest_icl.engine.runs import run_settings
-from pytest_icl.tasks.loading import TaskSource, load_task
+from pytest_icl.models.loading import load_model
+from pytest_icl.pipeline import PipelineSettings, load, run_pipeline
+from pytest_icl.tasks.loading import TaskSource
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 TASK = TASKS / "sentiment_blue_red" / "sentiment_blue_red.yaml"
@@ -45,9 +45,12 @@ def smollm2():
     lm.close()
 
 
+SETTINGS = PipelineSettings(shots=16, limit=64)
+
+
 @pytest.fixture(scope="module")
 def task():
-    return load_task(TaskSource.from_path(TASK), shots=16, limit=64)
+    return load(TaskSource.from_path(TASK), SETTINGS)
 
 
 def _peak_rss_bytes() -> int:
@@ -106,14 +109,9 @@ def test_full_analysis(benchmark, smollm2, task):
     encoded = encode_task(task, tokenizer)
     _reset_peak_rss()
 
-    def full():
-        records = run_settings(model, tokenizer, task)
-        start = time.perf_counter()
-        analysis = analyse(records)
-        records.timings["metrics"] = time.perf_counter() - start
-        return records, analysis
-
-    records, analysis = benchmark.pedantic(full, rounds=1, iterations=1)
+    result = benchmark.pedantic(lambda: run_pipeline(smollm2, TaskSource.from_path(TASK), SETTINGS), rounds=1, iterations=1)
+    records, analysis = result.records, result.analysis
+    records.timings["metrics"] = result.row["timings"]["metrics"]
     peak = _peak_rss_bytes()
     total = sum(records.timings.values())
     plain = _plain_passes(model, encoded)
@@ -140,7 +138,7 @@ def test_topic_nonce_two_level_choice_scoring(benchmark, smollm2):
     """Issue 10.3: topic_nonce's four multi-token choices, the query encoded once (two-level) vs a
     row per choice (the path before); scoring stages only (ZSL, ICL, FT eval)."""
     model, tokenizer = smollm2.model, smollm2.tokenizer
-    task = load_task(TaskSource.from_path(TASKS / "topic_nonce" / "topic_nonce.yaml"), shots=16, limit=64)
+    task = load(TaskSource.from_path(TASKS / "topic_nonce" / "topic_nonce.yaml"), SETTINGS)
     assert not encode_task(task, tokenizer).icl.single_token
     two_level = benchmark.pedantic(lambda: run_settings(model, tokenizer, task), rounds=1, iterations=1)
     row_per_choice = run_settings(model, tokenizer, task, shared_query=False)

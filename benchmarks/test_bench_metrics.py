@@ -2,8 +2,7 @@
 
 import torch
 
-from pytest_icl.analysis import metrics
-from pytest_icl.analysis import stats
+from pytest_icl.analysis import metrics, stats
 
 
 def test_kendall_paper_scale(benchmark):

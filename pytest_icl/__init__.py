@@ -12,6 +12,13 @@ pytest plugin does not pull in torch at collection)::
     check_property("simaou", analysis.values, margin=0.0).passed
 
     results = pytest_icl.load_results("icl-report")             # a report folder as DataFrames
+
+Or the whole pipeline in one call, as the pytest plugin runs it (lr auto, controls, samples)::
+
+    from pytest_icl import PipelineSettings, run_pipeline
+
+    result = run_pipeline(lm, TaskSource.from_path("tasks/antonym_choice/antonym_choice.yaml"), PipelineSettings(limit=32))
+    result.check("simaou").passed
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ _PUBLIC = {
     "Analysis": "analysis.aggregate", "analyse": "analysis.aggregate",
     "PROPERTIES": "analysis.properties", "PropertyCheck": "analysis.properties", "check_property": "analysis.properties",
     "IclOptions": "options",
-    "IclResult": "plugin.session",
+    "IclResult": "pipeline", "PipelineSettings": "pipeline", "run_pipeline": "pipeline",
     "Results": "report.results", "load_results": "report.results",
 }  # fmt: skip
 

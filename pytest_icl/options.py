@@ -6,7 +6,9 @@ parsed and checked here, at start: a bad one is a usage error (exit 4) naming th
 value and what is allowed, before any model or task is loaded.
 
 The controller-side checks that touch the outside world (is the report folder writable, does
-the asked-for GPU exist) live here too, so that a run never gets far before failing.
+the asked-for GPU exist) live here too, so that a run never gets far before failing. This is
+configuration: it reads names from :mod:`pytest_icl.catalogue` and imports none of the machinery
+it configures (engine, controls, report), so checking a flag stays cheap.
 
 Example::
 
@@ -16,15 +18,16 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import OptionError, PlacementError
-
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pytest_icl.controls.base import CONTROLS
+from pytest_icl import catalogue
+from pytest_icl.errors import OptionError, PlacementError
 from pytest_icl.models.loading import ALIASES, DEFAULT_MODEL
 
+CONTROLS = catalogue.control_names()
 
 # ---- parsers: str -> value, raising ValueError("what is allowed")
 
@@ -131,13 +134,31 @@ def threshold(text: str) -> tuple[str, float]:
 
 
 def tolerance(text: str) -> tuple[str, float]:
-    from pytest_icl.report.baseline import COMPARED, parse_tolerance
-
+    """``METRIC=VALUE``: a metric compared with the baseline, and its absolute tolerance (inf: not checked)."""
+    compared = [m.name for m in catalogue.compared_metrics()]
     try:
-        return parse_tolerance(text)
+        return _tolerance(str(text), compared)
     except ValueError as error:
-        why = str(error).removeprefix("--icl-tolerance: ")
-        raise ValueError(f"METRIC=VALUE with METRIC one of {', '.join(COMPARED)} and VALUE ≥ 0 ({why})") from None
+        raise ValueError(f"METRIC=VALUE with METRIC one of {', '.join(compared)} and VALUE ≥ 0 ({error})") from None
+
+
+def _tolerance(text: str, compared: list[str]) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f"expected METRIC=VALUE, got {text!r}")
+    if name not in compared:
+        about = {m.name: m.about for m in catalogue.METRICS}.get(name)
+        if about is not None:
+            raise ValueError(f"{name} is not compared with the baseline ({about}); compared: {', '.join(compared)}")
+        raise ValueError(f"unknown metric {name!r}; compared metrics: {', '.join(compared)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"tolerance of {name}: {value!r} is not a number") from None
+    if not number >= 0:  # NaN too
+        raise ValueError(f"tolerance of {name} must be ≥ 0 (inf turns the check off), got {value!r}")
+    return name, number
 
 
 def text_value(text: str) -> str:
@@ -219,10 +240,6 @@ class IclOptions:
     baseline_update: bool = False  # --icl-baseline-update: write FILE after the run instead of comparing
     baseline_model: str | None = None  # --icl-baseline-model NAME: compare with NAME's stored rows
     tolerances: dict[str, float] = field(default_factory=dict)  # --icl-tolerance METRIC=VALUE
-
-    def analysis_key(self, task_name: str) -> tuple:
-        """What, beside the task's content and the model, decides an analysis (the rest of the memo key)."""
-        return (self.shots, self.seed, self.lr, self.position, self.limit, self.data.get(task_name), self.dtype)
 
 
 # A raw value and where it came from ("--icl-shots" or "icl_shots (ini)"), for the messages.

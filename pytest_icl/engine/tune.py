@@ -1,6 +1,6 @@
 """Choose a task's FT learning rate on its validation split.
 
-    python -m pytest_icl.engine.tune tasks/antonym_choice/antonym_choice.yaml --lr 1e-3 3e-3 1e-2 3e-2
+    python -m pytest_icl tune tasks/antonym_choice/antonym_choice.yaml --lr 1e-3 3e-3 1e-2 3e-2
 
 Dai et al. chose seeds and learning rates on the split they then reported (spec §6, §12.4.7);
 pytest-icl's tasks choose them on a validation split the metrics never see. For each candidate
@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -37,8 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_icl.models.loading import DEFAULT_MODEL, ModelError, default_cache_root
-from pytest_icl.tasks.loading import AUTO_LR, NoValidationSplit, TaskError, TaskSettings, TaskSource, task_settings
+from pytest_icl.errors import NoValidationSplit
+from pytest_icl.models.loading import default_cache_root
+from pytest_icl.tasks.loading import AUTO_LR, TaskSettings, TaskSource, task_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -223,46 +223,9 @@ def choose_lr(
     return choice
 
 
-def _source(text: str) -> TaskSource:
-    """A YAML path, else a task name: a task file under ./tasks wins over an lm-eval built-in, as in pytest."""
-    from pytest_icl.tasks.loading import find_task
-
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml"):
-        return TaskSource.from_path(path)
-    return find_task(text, [Path("tasks")] if Path("tasks").is_dir() else []) or TaskSource.builtin(text)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_icl.engine.tune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("tasks", nargs="+", help="task YAML files, or task names (./tasks first, then lm-eval built-ins)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id, folder or .gguf (default {DEFAULT_MODEL})")
-    parser.add_argument("--lr", type=float, nargs="+", default=list(DEFAULT_LRS), help="candidate learning rates")
-    parser.add_argument("--shots", type=int, help="override the task's icl.shots")
-    parser.add_argument("--seed", type=int, help="override the task's icl.seed")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
-    args = parser.parse_args(argv)
-
-    from pytest_icl.models.loading import load_model
-    from pytest_icl.tasks.loading import load_task
-
-    try:
-        tasks = [load_task(_source(t), shots=args.shots, seed=args.seed, split="validation") for t in args.tasks]
-        lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    except (TaskError, ModelError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    with lm:
-        for task in tasks:
-            sweep = sweep_lr(lm.model, lm.tokenizer, task, args.lr, batch_size=args.batch_size)
-            s = task.settings
-            print(f"# {task.name} on validation, {lm.spec.id} {str(lm.dtype).removeprefix('torch.')}, k={s.shots} seed={s.seed}")
-            for line in sweep.lines():
-                print(f"#   {line}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # The command's first spelling, kept for scripts. The command lives with the others, above the
+    # engine, because it loads tasks as the pipeline does; run as a script, this import is no cycle.
+    from pytest_icl.__main__ import main
+
+    sys.exit(main(["tune", *sys.argv[1:]]))

@@ -1,10 +1,10 @@
 """pytest wiring only: options, configuration, collection hooks, fixtures, the summary.
 
-The library does the work (models → tasks → capture → finetune → runs → analysis/metrics →
-report); :mod:`pytest_icl.options` owns every option, :mod:`pytest_icl.plugin.collection` the items,
-:mod:`pytest_icl.plugin.session` the per-process state and :mod:`pytest_icl.report.results` the controller's
-results. This module must stay cheap to import (no torch, transformers or lm-eval here:
-``pytest --collect-only`` stays fast).
+The library does the work, composed by :func:`pytest_icl.pipeline.run_pipeline` (models → tasks →
+engine → analysis → controls → report); :mod:`pytest_icl.options` owns every option,
+:mod:`pytest_icl.plugin.collection` the items, :mod:`pytest_icl.plugin.session` the model pool and
+the memo, and :mod:`pytest_icl.report.results` the controller's results. This module must stay
+cheap to import (no torch, transformers or lm-eval here: ``pytest --collect-only`` stays fast).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from pytest_icl import catalogue
+from pytest_icl.errors import IclError, OptionError, TaskUnavailable
+from pytest_icl.options import BY_DEST, OPTIONS, check_device, check_report_folder, parse_options
+from pytest_icl.pipeline import task_source
 from pytest_icl.plugin.collection import SESSION, NamedTasks, TaskFile, fail, skip
-from pytest_icl.models.loading import ModelError
-from pytest_icl.options import BY_DEST, OPTIONS, OptionError, check_device, check_report_folder, parse_options
-from pytest_icl.models.placement import PlacementError
-from pytest_icl.plugin.scheduling import SchedulingError, pin_worker
-from pytest_icl.report.results import ResultStore
+from pytest_icl.plugin.scheduling import pin_worker
 from pytest_icl.plugin.session import IclCase, IclSession
-from pytest_icl.tasks.loading import TaskError, TaskSource, TaskUnavailable, find_task, is_task_file
+from pytest_icl.report.results import ResultStore
+from pytest_icl.tasks.files import TaskSource, find_task, is_task_file
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,42 +72,41 @@ def pytest_configure(config: pytest.Config) -> None:
         "icl_task(task): the task for the icl_analysis fixture: an lm-eval name, a YAML path, or an inline config dict",
     )
     is_worker = hasattr(config, "workerinput")
-    try:
-        options = parse_options(_raw_value(config), ini_dir=config.inipath.parent if config.inipath else None)
-        if is_worker:  # before anything initialises CUDA: the worker sees only its own GPUs
-            if options.device != "cpu":
-                pin_worker(os.environ, config.workerinput, options.gpus_per_worker)
-        check_device(options.device)
-        if options.report is not None and not is_worker:
-            check_report_folder(options.report)
-    except (OptionError, ModelError, PlacementError, SchedulingError) as error:
+    try:  # whatever is wrong at start is the user's to fix: exit 4 with the message
+        session = _start(config, is_worker)
+    except IclError as error:
         raise pytest.UsageError(str(error)) from None
-    session = IclSession(options, is_worker=is_worker)
-    try:
-        specs = session.model_specs()
-    except ModelError as error:
-        raise pytest.UsageError(str(error)) from None
-    ids = [spec.id for spec in specs]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise pytest.UsageError(
-            f"--icl-model: more than one model has the test id {', '.join(repeated)}; each model must be named once, "
-            "and two folders of the same name must be renamed (the id is the folder or file name)"
-        )
-    if options.baseline is not None:
-        from pytest_icl.report.baseline import BaselineError, read_baseline
-
-        try:  # fail fast on a missing, corrupt or foreign file; with --icl-baseline-update it is read again at the end
-            baseline = read_baseline(options.baseline, missing_ok=options.baseline_update)
-        except BaselineError as error:
-            raise pytest.UsageError(str(error)) from None
-        session.baseline = None if options.baseline_update else baseline
     config.stash[SESSION] = session
     if not is_worker:
         from pytest_icl.plugin.summary import Summary
 
-        store = ResultStore(options.report, model_order=options.models)
+        store = ResultStore(session.options.report, model_order=session.options.models)
         config.pluginmanager.register(Summary(session, store), "icl-summary")
+
+
+def _start(config: pytest.Config, is_worker: bool) -> IclSession:
+    """The session, once the options, the GPUs, the models and the baseline file are known to be usable."""
+    options = parse_options(_raw_value(config), ini_dir=config.inipath.parent if config.inipath else None)
+    if is_worker and options.device != "cpu":  # before anything initialises CUDA: the worker sees only its own GPUs
+        pin_worker(os.environ, config.workerinput, options.gpus_per_worker)
+    check_device(options.device)
+    if options.report is not None and not is_worker:
+        check_report_folder(options.report)
+    session = IclSession(options, is_worker=is_worker)
+    ids = [spec.id for spec in session.model_specs()]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise OptionError(
+            f"--icl-model: more than one model has the test id {', '.join(repeated)}; each model must be named once, "
+            "and two folders of the same name must be renamed (the id is the folder or file name)"
+        )
+    if options.baseline is not None:
+        from pytest_icl.report.baseline import read_baseline
+
+        # Fail fast on a missing, corrupt or foreign file; with --icl-baseline-update it is read again at the end.
+        baseline = read_baseline(options.baseline, missing_ok=options.baseline_update)
+        session.baseline = None if options.baseline_update else baseline
+    return session
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -121,7 +121,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for name in names:
         try:
             found = find_task(name, roots)
-        except TaskError:
+        except IclError:
             continue  # reported when the items are collected
         if found is not None and builtin_task_exists(name):
             lines.append(f"icl: --icl-task {name} is the task file {found.path}; lm-eval's built-in task {name!r} is not used")
@@ -220,7 +220,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             try:
                 # A task file in the task folders wins over an lm-eval built-in of the same name.
                 found = {name: find_task(name, roots) for name in missing}
-            except TaskError as error:
+            except IclError as error:
                 raise pytest.UsageError(f"--icl-task: {error}") from None
             for source in found.values():
                 if source is not None:  # collected as if named on the command line: its own ids, expected failures
@@ -288,7 +288,7 @@ def icl_model(icl_session: IclSession, icl_model_spec):
     """The loaded model (:class:`pytest_icl.models.loading.LoadedModel`); one model is resident at a time."""
     try:
         return icl_session.pool.get(icl_model_spec)
-    except ModelError as error:
+    except IclError as error:
         fail(str(error))
 
 
@@ -302,18 +302,10 @@ def _task_of(request: pytest.FixtureRequest) -> TaskSource:
     marker = request.node.get_closest_marker("icl_task")
     if marker is None or len(marker.args) != 1:
         fail(_NEEDS_TASK)
-    task = marker.args[0]
+    roots, _ = _task_roots(request.config)
     try:
-        if isinstance(task, dict):
-            return TaskSource.inline(task)
-        if isinstance(task, (str, os.PathLike)) and str(task).endswith((".yaml", ".yml")):
-            path = Path(task)
-            if not path.is_absolute():
-                path = Path(request.node.path).parent / path
-            return TaskSource.from_path(path)
-        roots, _ = _task_roots(request.config)
-        return find_task(str(task), roots) or TaskSource.builtin(str(task))
-    except TaskError as error:
+        return task_source(marker.args[0], roots=roots, base=Path(request.node.path).parent)
+    except IclError as error:
         fail(str(error))
 
 
@@ -326,12 +318,11 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
     source = _task_of(request)
     try:
         result = icl_session.result(IclCase(icl_model_spec, source))
-    except TaskUnavailable as error:
+    except IclError as error:
+        # Hub data that cannot be had here skips a task found in the folders; a task the user named fails.
         named = getattr(request.node, "icl_case", None) is None or source.name in icl_session.options.tasks
-        if named:
-            fail(str(error))
-        skip(str(error))
-    except (TaskError, ModelError) as error:
+        if isinstance(error, TaskUnavailable) and not named:
+            skip(str(error))
         fail(str(error))
     payload = getattr(request.node, "icl_payload", None)
     if payload is None:
@@ -340,7 +331,7 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
         # The row travels once per pair, on the first item that used it; JUnit gets its headline scalars.
         result.row["_reported_by"] = request.node.nodeid
         payload["row"] = {k: v for k, v in result.row.items() if k != "_reported_by"}
-        for name in ("acc_zsl", "acc_icl", "acc_ft", "rec2ftp", "simaou", "simam_after", "kendall"):
+        for name in catalogue.headline_metrics():
             request.node.user_properties.append((f"icl.{name}", round(result.values[name], 6)))
     return result
 

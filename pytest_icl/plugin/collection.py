@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_icl.analysis.properties import CONTROL_PROPERTIES, PROPERTIES, SIMILARITY_PROPERTIES, margins_for
+from pytest_icl.analysis.properties import CONTROL_PROPERTIES, PROPERTIES, SIMILARITY_PROPERTIES
+from pytest_icl.errors import IclError
+from pytest_icl.pipeline import margins_of
 from pytest_icl.plugin.session import IclCase, IclSession
-from pytest_icl.tasks.loading import TaskError, TaskSettings, TaskSource
+from pytest_icl.tasks.files import TaskSettings, TaskSource
 
 SESSION = pytest.StashKey[IclSession]()
 
@@ -49,7 +51,7 @@ def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
     case = request.node.icl_case
     session = request.config.stash[SESSION]
     name = case.property_name
-    if name in SIMILARITY_PROPERTIES and session.options.accuracy_gate:
+    if name in SIMILARITY_PROPERTIES and session.settings.accuracy_gate:
         gate = icl_analysis.check("accuracy")
         if not gate.passed:
             # No in-context learning to explain: a similarity verdict would be meaningless either way.
@@ -96,7 +98,7 @@ class IclItem(pytest.Function):
 def items_for(parent: pytest.Collector, source: TaskSource, session: IclSession):
     settings = source.settings
     checks = [(name, _property_test) for name in PROPERTIES]
-    checks += [(name, _property_test) for name in session.options.controls if name in CONTROL_PROPERTIES]
+    checks += [(name, _property_test) for name in session.settings.controls if name in CONTROL_PROPERTIES]
     if session.baseline is not None:
         checks.append(("baseline", _baseline_test))
     for spec in session.model_specs():
@@ -115,18 +117,19 @@ class TaskFile(pytest.File):
     """A task YAML: one item per model × property."""
 
     def collect(self):
+        session = self.config.stash[SESSION]
         try:
             source = TaskSource.from_path(self.path)
             settings = TaskSettings.from_mapping(source.settings, origin=str(self.path))
-            margins_for(settings.thresholds, {})
-        except (TaskError, ValueError) as error:
+            margins_of(settings.thresholds, session.settings, origin=str(self.path))
+        except IclError as error:
             raise self.CollectError(str(error) if str(self.path) in str(error) else f"{self.path}: {error}") from None
         unknown = set(settings.expected_failures) - set(PROPERTIES) - set(CONTROL_PROPERTIES)
         if unknown:
             raise self.CollectError(
                 f"{self.path}: expected_failures names unknown properties {sorted(unknown)}; known: {', '.join([*PROPERTIES, *CONTROL_PROPERTIES])}"
             )
-        yield from items_for(self, source, self.config.stash[SESSION])
+        yield from items_for(self, source, session)
 
 
 class NamedTasks(pytest.Collector):

@@ -30,12 +30,12 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import SchedulingError  # noqa: F401 - defined in errors, used or re-exported here
-
 import ctypes
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
+
+from pytest_icl.errors import SchedulingError  # noqa: F401 - defined in errors, used or re-exported here
 
 DIST_MODES = ("model", "pair")
 GENERATED_TEST = "test_icl"  # plugin._items_for names every generated item test_icl[<model>-<task>-<property>]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pytest_icl.plugin.collection import INCONCLUSIVE
-from pytest_icl.report.results import ResultStore
 from pytest_icl.plugin.session import IclSession
+from pytest_icl.report.results import ResultStore
 
 
 def outcome_of(report: pytest.TestReport) -> str:

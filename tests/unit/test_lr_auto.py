@@ -6,21 +6,14 @@ from pathlib import Path
 import pytest
 
 from pytest_icl.engine import tune
-from pytest_icl.tasks.loading import TaskSource, load_task
 from pytest_icl.engine.tune import FALLBACK_LR, LrChoice, LrSweep, LrTrial, choose_lr, sweep_lr
+from pytest_icl.tasks.loading import TaskSource, load_task
 from tests.tiny_models import make_tiny_model
+from tests.unit.test_pipeline import _hermetic  # noqa: F401 - offline, and the lr cache in tmp_path
 from tests.unit.test_tune import TASK as TUNE_TASK
 from tests.unit.test_tune import write_tune_task
 
 TASK = TUNE_TASK.replace("tiny_tune", "tiny_auto").replace("{shots: 4}", "{shots: 4, lr: auto}")
-
-
-@pytest.fixture(autouse=True)
-def _hermetic(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("PYTEST_ICL_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture

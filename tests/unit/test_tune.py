@@ -1,12 +1,19 @@
-"""Choosing the FT learning rate on the validation split (``python -m pytest_icl.engine.tune``)."""
+"""Choosing the FT learning rate on the validation split (``python -m pytest_icl tune``)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pytest_icl.__main__ import main as command
+from pytest_icl.engine.tune import DEFAULT_LRS, LrSweep, LrTrial, sweep_lr
 from pytest_icl.tasks.loading import TaskError, TaskSource, load_task
-from pytest_icl.engine.tune import DEFAULT_LRS, LrSweep, LrTrial, main, sweep_lr
 from tests.tiny_models import make_tiny_model, save_tiny_model
+
+
+def main(argv: list[str]) -> int:
+    return command(["tune", *argv])
 
 TASK = """task: tiny_tune
 dataset_path: json
@@ -126,3 +133,24 @@ def test_command_line_finds_a_task_name_under_tasks_first(task_path, tmp_path, m
     model = save_tiny_model("gpt2", tmp_path / "tiny-gpt2")
     assert main(["tiny_tune", f"--model={model}", "--lr", "1e-2", "--device=cpu"]) == 0
     assert capsys.readouterr().out.startswith("# tiny_tune on validation")
+
+
+def test_command_line_flags_take_the_pytest_options_values(task_path, capsys):
+    """--shots is --icl-shots, --dtype is --icl-dtype: one grammar, one message."""
+    assert main([str(task_path), "--shots", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --shots: '0' is not allowed; give a whole number ≥ 1"
+    assert main([str(task_path), "--dtype", "int8"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --dtype: 'int8' is not allowed; give float32, bfloat16, float16 or auto"
+
+
+def test_command_line_names_its_commands(capsys):
+    assert command(["--help"]) == 0 and "tune" in capsys.readouterr().out
+    assert command(["tuen"]) == 2 and "unknown command 'tuen'" in capsys.readouterr().err
+    assert command([]) == 2
+
+
+def test_the_old_spelling_runs_the_same_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_icl.engine.tune", "--help"], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.startswith("usage: python -m pytest_icl tune")
