@@ -53,6 +53,11 @@ class Analysis:
     layers: dict[str, list[float]]
     counts: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
+    # Filled by pytest_icl.analysis.draws (several demonstration draws); empty for one run.
+    per_draw: dict[str, list[float]] = field(default_factory=dict)  # each value, draw by draw
+    evidence: dict[str, list] = field(default_factory=dict)  # per-example values per draw, for the decisions
+    gates: dict = field(default_factory=dict)  # name -> analysis.gates.Gate
+    left_out_layers: tuple[int, ...] = ()  # rounding-noise layers left out of SimAM∆
 
 
 def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
@@ -60,20 +65,9 @@ def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
 
     zsl, icl, ft = records.zsl, records.icl, records.ft
     g = torch.Generator().manual_seed(seed)
-    per_example = {
-        "simaou": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs),
-        "simaou_random": metrics.random_simaou_per_example(zsl.outputs, icl.outputs, g),
-        "simaou_fair_random": metrics.fair_random_simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, g),
-        "simaou_unnormalised": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, normalize=False),
-        "simam_before": metrics.simam_per_example(icl.eval_scores, zsl.eval_scores),
-        "simam_after": metrics.simam_per_example(icl.eval_scores, ft.eval_scores),
-        "simam_zsl_ft": metrics.simam_per_example(zsl.eval_scores, ft.eval_scores),
-        "simam_delta": metrics.simam_delta_per_example(zsl.eval_scores, icl.eval_scores, ft.eval_scores),
-        "kendall": _kendall(icl.context_scores, records.ft_train_queries, ft.queries),
-        "kendall_random": metrics.random_kendall_per_example(icl.context_scores, g),
-    }
+    per_example = similarities_per_example(records, g)
     layers = {name: [float(v) for v in stats.layer_curve(matrix)] for name, matrix in per_example.items()}
-    per_example.update(_output_distributions(zsl, icl, ft))
+    per_example.update(output_distributions(zsl, icl, ft))
     values = {name: stats.overall(matrix) for name, matrix in per_example.items()}
     intervals = {name: stats.bootstrap_ci(matrix, n_boot=n_boot, seed=seed) for name, matrix in per_example.items()}
 
@@ -109,7 +103,28 @@ def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
     return Analysis(values=values, intervals=intervals, layers=layers, counts=counts, timings=dict(records.timings))
 
 
-def _output_distributions(zsl, icl, ft) -> dict:
+def similarities_per_example(records: Records, g) -> dict:
+    """Every per-layer similarity of one run and its random controls, per example: name -> ``[n, L]``.
+
+    ``g`` (a seeded ``torch.Generator``) draws the random baselines; it is advanced in a fixed
+    order, so the same seed gives the same baselines.
+    """
+    zsl, icl, ft = records.zsl, records.icl, records.ft
+    return {
+        "simaou": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs),
+        "simaou_random": metrics.random_simaou_per_example(zsl.outputs, icl.outputs, g),
+        "simaou_fair_random": metrics.fair_random_simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, g),
+        "simaou_unnormalised": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, normalize=False),
+        "simam_before": metrics.simam_per_example(icl.eval_scores, zsl.eval_scores),
+        "simam_after": metrics.simam_per_example(icl.eval_scores, ft.eval_scores),
+        "simam_zsl_ft": metrics.simam_per_example(zsl.eval_scores, ft.eval_scores),
+        "simam_delta": metrics.simam_delta_per_example(zsl.eval_scores, icl.eval_scores, ft.eval_scores),
+        "kendall": _kendall(icl.context_scores, records.ft_train_queries, ft.queries),
+        "kendall_random": metrics.random_kendall_per_example(icl.context_scores, g),
+    }
+
+
+def output_distributions(zsl, icl, ft) -> dict:
     """Per-example KL and top-10 overlap between next-token distributions, when all three have them."""
     logps = [getattr(record, "next_logprobs", None) for record in (zsl, icl, ft)]
     if any(logp is None for logp in logps):

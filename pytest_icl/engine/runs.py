@@ -250,6 +250,7 @@ def run_settings(
     ft_task: IclTask | None = None,
     ft_objective: str = "gd",
     reuse: Records | None = None,
+    zsl: SettingRecord | None = None,
 ) -> Records:
     """ZSL, ICL and FT on ``task``; the model's weights are unchanged afterwards.
 
@@ -257,6 +258,8 @@ def run_settings(
     demonstrations with shuffled labels), tokenised by the same rules inside its own ICL context.
     ``ft_objective`` goes to :func:`pytest_icl.engine.finetune.finetuned` as ``objective``.
     ``reuse``: ZSL and ICL are taken from these records (of the same task and model); only FT runs.
+    ``zsl``: the ZSL record of the same eval examples and model (another draw of demonstrations
+    scored it already: ZSL sees no demonstration), so only ICL and FT run.
     """
     import torch
 
@@ -288,9 +291,10 @@ def run_settings(
         if reuse is not None:
             zsl, icl = reuse.zsl, reuse.icl
         else:
-            start = time.perf_counter()
-            zsl = score_setting(model, capture, encoded.zsl, gold, on_batch=report("ZSL", n), **common)
-            timings["zsl"] = time.perf_counter() - start
+            if zsl is None:
+                start = time.perf_counter()
+                zsl = score_setting(model, capture, encoded.zsl, gold, on_batch=report("ZSL", n), **common)
+                timings["zsl"] = time.perf_counter() - start
 
             start = time.perf_counter()
             icl = score_setting(

@@ -169,26 +169,31 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _verdict(properties: dict[str, str]) -> str:
-    """``pass``, ``FAIL <names>`` or ``skip``, then the expected failures and the ones that now hold."""
+    """``pass``, ``FAIL <names>`` or ``skip``, then the groups that are neither: expected failures,
+    the ones that now hold, the undecided (the interval straddles the margin) and the inconclusive
+    (a gate is closed)."""
     if not properties:
         return "-"
     failed = [name for name, outcome in properties.items() if outcome in ("failed", "error")]
     if failed:
         head = "FAIL " + ",".join(failed)
+    elif any(outcome in ("passed", "xpassed") for outcome in properties.values()):
+        head = "pass"
     elif all(outcome == "skipped" for outcome in properties.values()):
         head = "skip"
     else:
-        head = "pass"
-    known = [name for name, outcome in properties.items() if outcome == "xfailed"]
-    fixed = [name for name, outcome in properties.items() if outcome == "xpassed"]
-    # No ICL effect to explain: the similarity verdicts are neither passes nor failures.
-    open_ = [name for name, outcome in properties.items() if outcome == "inconclusive"]
-    return (
-        head
-        + (" xfail " + ",".join(known) if known else "")
-        + (" XPASS " + ",".join(fixed) if fixed else "")
-        + (" inconclusive " + ",".join(open_) if open_ else "")
-    )
+        head = "no pass"
+    groups = (("xfail", "xfailed"), ("XPASS", "xpassed"), ("undecided", "undecided"), ("inconclusive", "inconclusive"))
+    for label, outcome in groups:
+        names = [name for name, o in properties.items() if o == outcome]
+        if names:
+            head += f" {label} " + ",".join(names)
+    return head
+
+
+def _draws_cell(row: dict[str, Any]) -> str:
+    draws = row.get("draws", 1)
+    return f"{draws} single" if draws == 1 and "verdicts" in row else str(draws)
 
 
 def _metrics_cell(column: catalogue.Column):
@@ -201,6 +206,7 @@ TABLE_COLUMNS = (
     ("task", lambda r: r["task"]),
     ("k", lambda r: str(r["shots"])),
     ("n", lambda r: str(r["eval"])),
+    ("draws", _draws_cell),
     # "auto" marks an lr chosen for this model on the task's validation split (lr: auto)
     ("lr", lambda r: f"{r['lr']:g}" + (" auto" if r.get("lr_source") in ("validation", "cache") else "")),
     *((column.terminal, _metrics_cell(column)) for column in catalogue.COLUMNS if column.terminal),
@@ -256,3 +262,33 @@ def format_controls(rows: list[dict[str, Any]]) -> list[str]:
     """The controls table (empty when no control ran)."""
     body = [[row["model_id"], row["task"], *line] for row in rows for line in control_lines(row)]
     return _aligned(["model", "task", "control", "check", "real", "control", "verdict"], body) if body else []
+
+
+def format_verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Per pair and property: metric − control (mean over draws), its 95% interval, the margin, the outcome."""
+    body = []
+    for row in rows:
+        for name, v in (row.get("verdicts") or {}).items():
+            interval = "n/a" if v["low"] is None else f"{v['low']:+.3f}…{v['high']:+.3f}"
+            estimate = "n/a" if v["estimate"] is None else f"{v['estimate']:+.3f}"
+            beside = [c for c in v.get("comparisons", [])[1:]]
+            extra = "".join(
+                f"; vs {c['control']}: " + ("n/a" if c["low"] is None else f"{c['low']:+.3f}…{c['high']:+.3f}") for c in beside
+            )
+            body.append([row["model_id"], row["task"], name, estimate, interval + extra, f"{v['margin']:+g}", v["outcome"]])
+    header = ["model", "task", "property", "metric−control", "95% CI", "margin", "outcome"]
+    return _aligned(header, body) if body else []
+
+
+def format_gates(rows: list[dict[str, Any]]) -> list[str]:
+    """Why items are inconclusive (each closed gate, with its numbers) and which layers were left out."""
+    lines = []
+    for row in rows:
+        pair = f"{row['model_id']}-{row['task']}"
+        for name, gate in (row.get("gates") or {}).items():
+            if not gate["open"]:
+                lines.append(f"{pair}: {name} closed: {gate['reason']}")
+        if row.get("left_out_layers"):
+            layers = ", ".join(str(i) for i in row["left_out_layers"])
+            lines.append(f"{pair}: layer(s) {layers} left out of SimAM∆ (ICL's scores to the query equal ZSL's to rounding)")
+    return lines
