@@ -97,7 +97,7 @@ class Metric:
 # similarities, which average over examples and layers.
 _FRACTION, _SIMILARITY = 0.05, 0.02
 
-# Not compared with baselines, the output-distribution numbers (Shen et al., §12.2): KL is better
+# Not compared with baselines, the output-distribution numbers (Shen et al., definitions §12.2): KL is better
 # when *lower*, and a baseline's rule is "higher is better" for every metric; and both pairs are
 # judged where they mean something, FT's number against ZSL's in the same run (the ``output``
 # control), not one run's number against another's.
@@ -174,7 +174,7 @@ COLUMNS = (
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
-# properties: Dai et al.'s claims, each a metric against its control by a margin (spec §12.4)
+# properties: Dai et al.'s claims, each a metric against its control by a margin (definitions §12.4)
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ PROPERTIES = (
 GATE = "accuracy"  # the property whose failure makes the gated ones inconclusive
 
 # ---------------------------------------------------------------------------------------------
-# controls: the runs Dai et al. lacked (spec §12.1 Deutch et al., §12.2 Shen et al., §12.4 ours)
+# controls: the runs Dai et al. lacked (definitions §12.1 Deutch et al., definitions §12.2 Shen et al., definitions §12.4 ours)
 
 CHECKS = "checks"  # shown as one line per check: the real run's value beside the control's
 OVER_SEEDS = "over_seeds"  # shown as mean ± sd per metric over the demonstration seeds
@@ -300,17 +300,17 @@ _UNTRAINED = (
 )
 
 # Why each control and its checks:
-# * untrained (§12.1.3, §12.4.5): Deutch found SimAOU and SimAM∆ of untrained models as high as
+# * untrained (definitions §12.1.3, definitions §12.4.5): Deutch found SimAOU and SimAM∆ of untrained models as high as
 #   the trained model's; a similarity is evidence about ICL only where the trained model beats
 #   both untrained variants (re-initialised weights; only the embeddings, norms and unembedding).
-# * shuffled (§12.4.2): if FT on wrong labels is as similar to ICL as FT on the real labels, the
+# * shuffled (definitions §12.4.2): if FT on wrong labels is as similar to ICL as FT on the real labels, the
 #   similarity is about the demonstration texts, not the input-label mapping ICL uses.
-# * lcgd (§12.1.4): LCGD is a different, arguably fairer FT, not a control with an expected
+# * lcgd (definitions §12.1.4): LCGD is a different, arguably fairer FT, not a control with an expected
 #   winner (Deutch: LCGD is higher on 5 of 6 tasks, all scores stay low), so it is reported
 #   beside GD without a verdict.
 # * seeds (Deutch's 3 seeds, Shen): the analysis over S demonstration seeds; it holds when each
 #   gated property holds on the mean over seeds, and reports how much the order moves ICL and FT.
-# * output (§12.2): Shen et al. find ICL and GD change the output distribution differently; FT
+# * output (definitions §12.2): Shen et al. find ICL and GD change the output distribution differently; FT
 #   behaves like ICL only if it moves the next-token distribution toward ICL's, i.e. FT is
 #   closer to ICL than the untouched model (ZSL) is. Its numbers are in every analysis.
 CONTROLS = (

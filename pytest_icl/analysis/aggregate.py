@@ -5,20 +5,20 @@ Names of the numbers (the keys of :attr:`Analysis.values`, the columns of the re
 ==========================  ==================================================================
 ``acc_zsl/acc_icl/acc_ft``  accuracy of each setting; ``majority_*`` the share of the most
                             frequent prediction (label bias)
-``rec2ftp``                 Dai's Rec2FTP as a fraction (spec §8.1)
-``rec2ftp_chance``          P(ICL right | ZSL wrong): what Rec2FTP is without FT (spec §12.4)
+``rec2ftp``                 Dai's Rec2FTP as a fraction (definitions §8.1)
+``rec2ftp_chance``          P(ICL right | ZSL wrong): what Rec2FTP is without FT (definitions §12.4)
 ``ft_precision``            P(FT right | ICL corrected)
-``simaou``                  normalise-then-subtract SimAOU, the official definition (§8.2)
+``simaou``                  normalise-then-subtract SimAOU, the official definition (definitions §8.2)
 ``simaou_random``           the official random baseline (U[0,1), not normalised)
 ``simaou_fair_random``      a zero-mean random FT update of the real update's size, through the
-                            same normalise-then-subtract pipeline (Deutch's bias, §12.1)
+                            same normalise-then-subtract pipeline (Deutch's bias, definitions §12.1)
 ``simaou_unnormalised``     plain-difference SimAOU (Deutch)
-``simam_before/after``      cos(ICL, ZSL) / cos(ICL, FT) of pre-softmax maps (§8.3)
+``simam_before/after``      cos(ICL, ZSL) / cos(ICL, FT) of pre-softmax maps (definitions §8.3)
 ``simam_zsl_ft``            cos(ZSL, FT): how far FT moved the maps
 ``simam_delta``             cos(ICL − ZSL, FT − ZSL) (Deutch's SimAM∆)
-``kendall/kendall_random``  token-level Kendall tau-b, ICL vs FT and ICL vs random (§8.4)
+``kendall/kendall_random``  token-level Kendall tau-b, ICL vs FT and ICL vs random (definitions §8.4)
 ``kl_icl_ft/kl_icl_zsl``    KL(ICL ‖ FT) and KL(ICL ‖ ZSL) of the next-token distributions at the
-                            prompt's last token, in nats (Shen et al., §12.2): FT moves the
+                            prompt's last token, in nats (Shen et al., definitions §12.2): FT moves the
                             output toward ICL's when the first is below the second
 ``top10_icl_ft/_icl_zsl``   share of ICL's 10 most likely next tokens that are also FT's / ZSL's
 ==========================  ==================================================================

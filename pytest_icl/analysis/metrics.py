@@ -1,7 +1,7 @@
 """The ICL-vs-FT similarity metrics of Dai et al. 2023, Deutch et al.'s variants and our controls.
 
 Pure functions on tensors: no model, no I/O, no pytest. Section numbers (§) refer to
-``docs/paper-spec.md``.
+``docs/definitions.md``.
 
 Shapes (n eval examples, L layers, H heads, d hidden size, T eval-example tokens, N demo tokens):
 
@@ -13,12 +13,12 @@ Shapes (n eval examples, L layers, H heads, d hidden size, T eval-example tokens
 * ``*_correct``: bool ``[n]``.
 
 Per-example functions return ``[n, L]`` float64 tensors so that bootstrap intervals can resample
-rows; ``pytest_icl.analysis.stats`` aggregates them the way the paper does (§8.5) and gives the intervals.
+rows; ``pytest_icl.analysis.stats`` aggregates them the way the paper does (definitions §8.5) and gives the intervals.
 Everything is computed in float64: the inputs are often fp16/bf16 and the cosines of small
 updates are differences of nearly equal numbers.
 
 Random baselines take a ``torch.Generator`` or an int seed and are deterministic given it (the
-official scripts never seed NumPy, §13 "Pitfalls").
+official scripts never seed NumPy, definitions §13 "Pitfalls").
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _randn(shape: Sequence[int], g: torch.Generator, like: Tensor) -> Tensor:
 
 
 def _cos(a: Tensor, b: Tensor) -> Tensor:
-    """cos(a, b) = a·b / (|a||b| + 1e-20) over the last dim, as ``cal_cos_sim`` (§8.2).
+    """cos(a, b) = a·b / (|a||b| + 1e-20) over the last dim, as ``cal_cos_sim`` (definitions §8.2).
 
     A zero vector gives exactly 0, never NaN.
     """
@@ -99,7 +99,7 @@ def _cos(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _normalize(h: Tensor) -> Tensor:
-    """h / (|h| + 1e-20) over the last dim, as ``norm_hidden`` (§8.2)."""
+    """h / (|h| + 1e-20) over the last dim, as ``norm_hidden`` (definitions §8.2)."""
     h = _f64(h)
     return h / (torch.linalg.vector_norm(h, dim=-1, keepdim=True) + EPS)
 
@@ -126,13 +126,13 @@ def _ratio(num: int, den: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. Rec2FTP and its controls (§8.1, §12.4.1)
+# 1. Rec2FTP and its controls (definitions §8.1, definitions §12.4.1)
 
 
 def rec2ftp(zsl_correct: Tensor, icl_correct: Tensor, ft_correct: Tensor) -> float:
     """Rec2FTP as a fraction: |{i ∈ D : ICL_i right}| / |D|, D = {i : ZSL_i wrong ∧ FT_i right}.
 
-    §8.1 (the paper prints 100×this). NaN when D is empty.
+    definitions §8.1 (the paper prints 100×this). NaN when D is empty.
     """
     zs, icl, ft = _bools(zsl_correct, icl_correct, ft_correct)
     d = ~zs & ft
@@ -140,7 +140,7 @@ def rec2ftp(zsl_correct: Tensor, icl_correct: Tensor, ft_correct: Tensor) -> flo
 
 
 def rec2ftp_chance(zsl_correct: Tensor, icl_correct: Tensor) -> float:
-    """Chance level for Rec2FTP: P(ICL right | ZSL wrong) over all ZSL-wrong examples (§12.4.1).
+    """Chance level for Rec2FTP: P(ICL right | ZSL wrong) over all ZSL-wrong examples (definitions §12.4.1).
 
     If ICL's corrections were unrelated to FT's, Rec2FTP would sit here; since ICL is very
     accurate this is already close to the paper's Rec2FTP numbers. NaN when ZSL is never wrong.
@@ -150,7 +150,7 @@ def rec2ftp_chance(zsl_correct: Tensor, icl_correct: Tensor) -> float:
 
 
 def ft_precision(zsl_correct: Tensor, icl_correct: Tensor, ft_correct: Tensor) -> float:
-    """The reverse direction of Rec2FTP: P(FT right | ZSL wrong ∧ ICL right) (§12.4.1).
+    """The reverse direction of Rec2FTP: P(FT right | ZSL wrong ∧ ICL right) (definitions §12.4.1).
 
     NaN when ICL corrects nothing.
     """
@@ -183,7 +183,7 @@ def majority_fraction(predictions: Tensor | Sequence[object]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# 2-4. SimAOU and its random baselines (§8.2, §12.1, §12.4.4)
+# 2-4. SimAOU and its random baselines (definitions §8.2, definitions §12.1, definitions §12.4.4)
 
 
 def _updates(h_zsl: Tensor, h_x: Tensor, normalize: bool) -> Tensor:
@@ -197,10 +197,10 @@ def _updates(h_zsl: Tensor, h_x: Tensor, normalize: bool) -> Tensor:
 def simaou_per_example(
     h_zsl: Tensor, h_icl: Tensor, h_ft: Tensor, normalize: bool = True
 ) -> Tensor:
-    """s[i,l] = cos(Δ_ICL, Δ_FT), shape [n, L] (§8.2).
+    """s[i,l] = cos(Δ_ICL, Δ_FT), shape [n, L] (definitions §8.2).
 
     ``normalize=True`` (official, Dai's Table 3): Δ_X = ĥ_X − ĥ_ZS with ĥ = h / (|h| + 1e-20).
-    ``normalize=False`` (Deutch's "SimAOU", §12.1): Δ_X = h_X − h_ZS.
+    ``normalize=False`` (Deutch's "SimAOU", definitions §12.1): Δ_X = h_X − h_ZS.
     The cosine is over the full d-dim vector (all heads, after the output projection); a zero
     update gives 0.
     """
@@ -212,11 +212,11 @@ def simaou_per_example(
 def random_simaou_per_example(
     h_zsl: Tensor, h_icl: Tensor, generator: GeneratorLike, normalize: bool = True
 ) -> Tensor:
-    """Official Random SimAOU (§8.2): cos(Δ_ICL[i,l], R[i,l]) with R ~ U[0,1)^d, shape [n, L].
+    """Official Random SimAOU (definitions §8.2): cos(Δ_ICL[i,l], R[i,l]) with R ~ U[0,1)^d, shape [n, L].
 
     Reproduced with its flaws on purpose: R is not zero-mean, so the cosine measures how far the
     mean of Δ_ICL's coordinates is from 0 (for Δ_ICL ∝ ±1 it is ±√3/2), and R skips the
-    normalise-then-subtract step that creates the shared −ĥ_ZS bias of the real updates (§12.1).
+    normalise-then-subtract step that creates the shared −ĥ_ZS bias of the real updates (definitions §12.1).
     Use :func:`fair_random_simaou_per_example` for a fair control. ``normalize`` only selects how
     Δ_ICL is formed, as in :func:`simaou_per_example`.
     """
@@ -230,7 +230,7 @@ def random_simaou_per_example(
 def fair_random_simaou_per_example(
     h_zsl: Tensor, h_icl: Tensor, h_ft: Tensor, generator: GeneratorLike, normalize: bool = True
 ) -> Tensor:
-    """SimAOU of ICL against a random FT update of the real update's size, shape [n, L] (§12.4.4).
+    """SimAOU of ICL against a random FT update of the real update's size, shape [n, L] (definitions §12.4.4).
 
     r[i,l] ~ N(0, I_d) rescaled to |h_FT − h_ZS| at (i, l); h_R = h_ZS + r is then treated exactly
     like h_FT: Δ_R = ĥ_R − ĥ_ZS (when ``normalize``), s = cos(Δ_ICL, Δ_R).
@@ -239,7 +239,7 @@ def fair_random_simaou_per_example(
     h_ZS a component along −ĥ_ZS whatever u's direction. For u ⟂ h_ZS,
     Δ = u/|h+u| − (1 − |h|/|h+u|) ĥ_ZS, so two unrelated updates share the second term and get a
     positive cosine; with c = |h|/|h+u| per side it is √((1−c_ICL)(1−c_FT))/2, e.g. 1/4 for
-    |u|² = 3|h|² on both sides (Deutch's example, §12.1). The bias grows with the update's size,
+    |u|² = 3|h|² on both sides (Deutch's example, definitions §12.1). The bias grows with the update's size,
     hence the norm matching. The official U[0,1) baseline cannot show it (no normalisation, and
     non-zero mean instead). Only real SimAOU in excess of this baseline says the FT update points
     the ICL way (cosines do not decompose additively, so read the excess as a test, not a size).
@@ -258,14 +258,14 @@ def fair_random_simaou_per_example(
 
 
 # ---------------------------------------------------------------------------------------------
-# 5-6. SimAM and SimAM∆ (§8.3, §12.1)
+# 5-6. SimAM and SimAM∆ (definitions §8.3, definitions §12.1)
 
 
 def simam_per_example(m_a: Tensor, m_b: Tensor) -> Tensor:
-    """mean_h cos(m_a[i,l,h,:], m_b[i,l,h,:]) over the T positions, shape [n, L] (§8.3).
+    """mean_h cos(m_a[i,l,h,:], m_b[i,l,h,:]) over the T positions, shape [n, L] (definitions §8.3).
 
     Raw pre-softmax scores (the paper's ``softmax=False``). Before FT: (m_icl, m_zsl); after FT:
-    (m_icl, m_ft); how far FT moved the maps (§12.4.3): (m_zsl, m_ft). Zero padding on either
+    (m_icl, m_ft); how far FT moved the maps (definitions §12.4.3): (m_zsl, m_ft). Zero padding on either
     side leaves the value unchanged.
     """
     _check_ndim("simam_per_example", torch.as_tensor(m_a), 4)
@@ -274,7 +274,7 @@ def simam_per_example(m_a: Tensor, m_b: Tensor) -> Tensor:
 
 
 def simam_delta_per_example(m_zsl: Tensor, m_icl: Tensor, m_ft: Tensor) -> Tensor:
-    """Deutch's SimAM∆: mean_h cos(m_ICL − m_ZS, m_FT − m_ZS), shape [n, L] (§12.1).
+    """Deutch's SimAM∆: mean_h cos(m_ICL − m_ZS, m_FT − m_ZS), shape [n, L] (definitions §12.1).
 
     Compares how the maps moved rather than the maps, which the shared m_ZS dominates. Padding
     is zero in all three maps, so it is zero in the updates too; a zero update gives 0.
@@ -286,7 +286,7 @@ def simam_delta_per_example(m_zsl: Tensor, m_icl: Tensor, m_ft: Tensor) -> Tenso
 
 
 # ---------------------------------------------------------------------------------------------
-# 7-8. Kendall's tau between ICL and FT attention to the demo tokens (§8.4)
+# 7-8. Kendall's tau between ICL and FT attention to the demo tokens (definitions §8.4)
 
 
 def _dense_rank_sorted(sorted_vals: Tensor) -> Tensor:
@@ -330,7 +330,7 @@ def _count_inversions(v: Tensor) -> Tensor:
 
 
 def kendall_tau_b(x: Tensor, y: Tensor) -> Tensor:
-    """Kendall's tau-b between x[..., :] and y[..., :], batched over the leading dims (§8.4).
+    """Kendall's tau-b between x[..., :] and y[..., :], batched over the leading dims (definitions §8.4).
 
     tau_b = (P − Q) / √((n0 − n1)(n0 − n2)), n0 = N(N−1)/2, n1/n2 = pairs tied in x / in y:
     the formula and tie handling of ``scipy.stats.kendalltau`` (default variant 'b'),
@@ -383,7 +383,7 @@ def ft_context_scores(ft_train_queries: Tensor, ft_eval_queries: Tensor) -> Tens
     """m_FT[i,l,t] = q'_t · q_i over the full D (per-head products summed over heads), [n, L, N].
 
     q'_t: the scaled query of demo token t recorded in its FT step; q_i: the FT model's scaled
-    query at eval example i's analysed position (§8.4). This is Q'ᵀq, as in the paper and code,
+    query at eval example i's analysed position (definitions §8.4). This is Q'ᵀq, as in the paper and code,
     not gradient contributions.
     """
     _check_ndim("ft_context_scores(ft_train_queries)", torch.as_tensor(ft_train_queries), 3)
@@ -403,7 +403,7 @@ def kendall_per_example(
     ft_eval_queries: Tensor,
     softmax: bool = False,
 ) -> Tensor:
-    """Token-level Kendall(ICL, FT): tau_b(icl_ctx_scores[i,l,:], m_FT[i,l,:]), [n, L] (§8.4).
+    """Token-level Kendall(ICL, FT): tau_b(icl_ctx_scores[i,l,:], m_FT[i,l,:]), [n, L] (definitions §8.4).
 
     m_FT comes from :func:`ft_context_scores`. The official code softmaxes both vectors first;
     softmax is strictly increasing, so we skip it by default and rank the raw scores. The one
@@ -424,7 +424,7 @@ def kendall_per_example(
 def random_kendall_per_example(
     icl_ctx_scores: Tensor, generator: GeneratorLike, softmax: bool = False
 ) -> Tensor:
-    """Kendall(ICL, Random): tau_b(icl_ctx_scores[i,l,:], R[i,l,:]), R ~ U[0,1)^N, [n, L] (§8.4).
+    """Kendall(ICL, Random): tau_b(icl_ctx_scores[i,l,:], R[i,l,:]), R ~ U[0,1)^N, [n, L] (definitions §8.4).
 
     ``softmax`` as in :func:`kendall_per_example` (applied to the ICL scores only; R is drawn
     after the softmax in the official code, so it is never softmaxed).

@@ -1,7 +1,7 @@
 """The properties a test asserts: each metric against its control, by a margin.
 
 Dai et al.'s claims, each made testable by comparing with the control the paper lacked
-(spec §12.4):
+(definitions §12.4):
 
 * ``accuracy`` — ICL accuracy exceeds zero-shot accuracy (there is an ICL effect to explain);
 * ``rec2ftp`` — of the ZSL errors FT fixes, ICL fixes more than it fixes of ZSL errors overall

@@ -2,16 +2,16 @@
 of next-token distributions.
 
 Pure functions on tensors: no model, no I/O, no pytest. Section numbers (§) refer to
-``docs/paper-spec.md``.
+``docs/definitions.md``.
 
 * :func:`layer_curve` and :func:`overall` aggregate the ``[n, L]`` per-example values of
-  ``pytest_icl.analysis.metrics`` the way the paper does (§8.5);
+  ``pytest_icl.analysis.metrics`` the way the paper does (definitions §8.5);
 * :func:`bootstrap_ci` / :func:`bootstrap_ci_fn`: percentile bootstrap intervals over eval
   examples, the same resampled rows for the same seed, so intervals of different metrics are
   paired;
 * :func:`kl_divergence` and :func:`topk_overlap` compare two settings' next-token distributions
   per eval example (Shen et al.'s point that ICL and GD change the output distribution
-  differently, §12.2): ``[n, V]`` log-probabilities in, ``[n]`` float64 out.
+  differently, definitions §12.2): ``[n, V]`` log-probabilities in, ``[n]`` float64 out.
 
 Example::
 
@@ -37,7 +37,7 @@ def _f64(x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Aggregation and bootstrap intervals (§8.5)
+# Aggregation and bootstrap intervals (definitions §8.5)
 
 
 def _as_matrix(per_example: Tensor) -> Tensor:
@@ -50,12 +50,12 @@ def _as_matrix(per_example: Tensor) -> Tensor:
 
 
 def layer_curve(per_example: Tensor) -> Tensor:
-    """Per-layer curve: nanmean over examples, [n, L] -> [L] (§8.5; a [n] input gives [1])."""
+    """Per-layer curve: nanmean over examples, [n, L] -> [L] (definitions §8.5; a [n] input gives [1])."""
     return torch.nanmean(_as_matrix(per_example), dim=0)
 
 
 def overall(per_example: Tensor) -> float:
-    """The paper's number: mean over layers of :func:`layer_curve` (§8.5).
+    """The paper's number: mean over layers of :func:`layer_curve` (definitions §8.5).
 
     A layer with no finite value at all makes this NaN, on purpose: it flags a broken record
     instead of quietly averaging over fewer layers.
@@ -133,7 +133,7 @@ def bootstrap_ci(
 
 
 # ---------------------------------------------------------------------------------------------
-# Next-token distributions (§12.2)
+# Next-token distributions (definitions §12.2)
 
 
 def _log_probs(name: str, logp_p: Tensor, logp_q: Tensor) -> tuple[Tensor, Tensor]:

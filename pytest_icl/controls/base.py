@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 CONTROLS = catalogue.control_names()
 RUNNABLE = tuple(c.name for c in catalogue.CONTROLS if c.variants)  # what run_control runs: controls with runs of their own
 
-#: Every control's checks, in the catalogue's order (spec §12.1, §12.2, §12.4; the catalogue says why each).
+#: Every control's checks, in the catalogue's order (definitions §12.1, definitions §12.2, definitions §12.4; the catalogue says why each).
 CONTROL_CHECKS: tuple[ControlCheck, ...] = tuple(check for c in catalogue.CONTROLS for check in c.checks)
 
 

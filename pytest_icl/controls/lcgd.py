@@ -1,4 +1,4 @@
-"""``lcgd``: FT with Deutch et al.'s layer-causal GD (``engine.finetune``), reported beside GD (spec §12.1.4).
+"""``lcgd``: FT with Deutch et al.'s layer-causal GD (``engine.finetune``), reported beside GD (definitions §12.1.4).
 
 Another, arguably fairer FT, not a control with an expected winner: its catalogue row has no
 verdict, so the checks put GD's numbers beside LCGD's.

@@ -1,4 +1,4 @@
-"""``output``: FT moves the next-token distribution toward ICL's (Shen et al. 2024, spec §12.2).
+"""``output``: FT moves the next-token distribution toward ICL's (Shen et al. 2024, definitions §12.2).
 
 KL and top-10 overlap of the next-token distributions are computed inside every analysis
 (:func:`pytest_icl.analysis.aggregate.analyse`), so this control makes no run: its checks (the

@@ -1,4 +1,4 @@
-"""``seeds``: the analysis over S demonstration seeds, and how much the order moves ICL and FT (Deutch's 3 seeds, Shen §12.2).
+"""``seeds``: the analysis over S demonstration seeds, and how much the order moves ICL and FT (Deutch's 3 seeds, Shen definitions §12.2).
 
 The real run is the first seed; ``PairRun.reload(seed)`` gives the task with the demonstrations
 of each further seed. The item holds when each gated property of the catalogue holds on the

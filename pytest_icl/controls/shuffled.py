@@ -1,4 +1,4 @@
-"""``shuffled``: FT on the demonstrations with permuted labels; ZSL and ICL are the real run's (spec §12.4.2).
+"""``shuffled``: FT on the demonstrations with permuted labels; ZSL and ICL are the real run's (definitions §12.4.2).
 
 Real FT must be more similar to ICL than FT that learned the wrong mapping (the checks are the
 catalogue row's); otherwise the similarity is about the demonstration texts, not the

@@ -1,4 +1,4 @@
-"""``untrained``: ZSL, ICL and FT on models that never learned (Deutch et al. 2024, spec §12.1.3, §12.4.5).
+"""``untrained``: ZSL, ICL and FT on models that never learned (Deutch et al. 2024, definitions §12.1.3, definitions §12.4.5).
 
 The same architecture with re-initialised weights (Deutch's "No Training") and with only the
 embeddings, norms and unembedding of the trained model ("Trained Embeddings"). The similarity

@@ -1,6 +1,6 @@
 """Record what each attention layer computes at the analysed positions.
 
-Dai et al. read three things per layer at one position of each eval example (spec §7):
+Dai et al. read three things per layer at one position of each eval example (definitions §7):
 
 * the attention module's output after its output projection, before the residual add;
 * the pre-softmax attention scores of every head from that position to every key, exactly
@@ -158,7 +158,7 @@ class AttentionCapture:
         """Record at ``positions[j]`` (index into this forward's tokens) of batch row ``rows[j]``.
 
         ``queries="all"`` records the queries of every token of batch row ``rows[0]`` (the FT
-        training step of spec §7).
+        training step of definitions §7).
         """
         import torch
 

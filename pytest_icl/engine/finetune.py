@@ -1,11 +1,11 @@
 """Dai et al.'s FT setting: SGD on the attention keys and values, one step per demonstration.
 
-Exactly spec §5: only every layer's key and value projections (weights and biases) change;
+Exactly definitions §5: only every layer's key and value projections (weights and biases) change;
 plain SGD (momentum 0, weight decay 0, constant learning rate, no clipping); batch size 1;
 one step per demonstration, in demonstration order; the loss is the mean token-level
 causal-LM loss over the whole formatted demonstration; dropout off (``model.eval()``).
 
-``objective="lcgd"`` is Deutch et al.'s layer-causal GD instead (spec §12.1): every decoder
+``objective="lcgd"`` is Deutch et al.'s layer-causal GD instead (definitions §12.1): every decoder
 layer's output goes through the frozen final norm and unembedding (``Architecture.logit_lens``),
 the per-layer mean token losses are summed, and every layer's hidden-state input is detached, so
 layer l's K/V gradient comes from layer l's own loss given its (fixed) input, never from later
@@ -13,7 +13,7 @@ layers. As in their code (``fs_ft.py``/``gpt.py``: ``x.detach()``, per-layer los
 the last layer included). Everything else is the same FT.
 
 The update is applied to fp32 master copies of the K/V parameters and written back, so a
-bf16/fp16 model does not round most of the update away (feasibility §6: a bf16 SGD step
+bf16/fp16 model does not round most of the update away (docs/departures.md, item 1: a bf16 SGD step
 changes 0.3 % of the entries at lr 1e-3). Departure from the official code, which kept fp16
 weights for evaluation. Each master copy lives on its parameter's device, and the training
 tokens go to the input embedding's device, so a model split over devices (``device_map``)
@@ -22,7 +22,7 @@ trains in place.
 The original weights are restored when the ``finetuned`` block ends: only the K/V parameters
 (a few MiB) are copied, never the whole model.
 
-During each step the queries of every demonstration token are recorded (spec §7: taken in
+During each step the queries of every demonstration token are recorded (definitions §7: taken in
 that step's forward pass, with the K/V weights left by the earlier steps), for Kendall.
 
 Example::

@@ -20,7 +20,7 @@ Three levels of shared work, each checked equal to re-encoding every row in full
 3. When every choice is one token, one row per example (context + first choice) scores all
    choices from the logits at the context's last token (as the official code does).
 
-Analysed position (spec §4): ``label`` = the first choice's first token (official code),
+Analysed position (definitions §4): ``label`` = the first choice's first token (official code),
 ``prompt`` = the context's last token. Both lie in the choice rows, in the first choice's row.
 
 Example::

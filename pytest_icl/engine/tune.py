@@ -2,7 +2,7 @@
 
     python -m pytest_icl tune tasks/antonym_choice/antonym_choice.yaml --lr 1e-3 3e-3 1e-2 3e-2
 
-Dai et al. chose seeds and learning rates on the split they then reported (spec §6, §12.4.7);
+Dai et al. chose seeds and learning rates on the split they then reported (definitions §6, definitions §12.4.7);
 pytest-icl's tasks choose them on a validation split the metrics never see. For each candidate
 lr this runs the same FT the tests run (K/V-only SGD, one step per demonstration, then
 zero-shot) and scores the validation examples; ZSL and ICL are scored once. The pick is the lr

@@ -340,7 +340,7 @@ def _dequantise(gguf: Path):
 
 
 def _check_plain_float_weights(model: Any, source: Path) -> None:
-    # Feasibility §6 guard: a transformers release that keeps GGUF weights packed would
+    # Why transformers is pinned (pyproject.toml): a release that keeps GGUF weights packed would
     # give K/V projections that cannot be finetuned. Fail at load, not mid-experiment.
     import torch
 

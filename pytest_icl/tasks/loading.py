@@ -5,7 +5,7 @@ lm-eval does the dataset loading and the rendering (``doc_to_text``, ``doc_to_ch
 do and freezes them into a plain :class:`IclTask`. Reading task files without lm-eval (names,
 settings, which YAMLs are tasks) is :mod:`pytest_icl.tasks.files`; its names are re-exported here.
 
-* Demonstrations: the first k of the few-shot pool shuffled with the task seed (spec §3), the
+* Demonstrations: the first k of the few-shot pool shuffled with the task seed (definitions §3), the
   same fixed list for every eval example, for ICL and for FT.
 * Eval examples: the eval split (test, else validation) shuffled with seed 1, first ``limit``,
   leaving out any whose prompt is also a demonstration's (its answer would be in the context).

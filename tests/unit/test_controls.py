@@ -1,4 +1,4 @@
-"""Controls (spec §12.1, §12.2, §12.4): untrained models, shuffled labels, the check table, the
+"""Controls (definitions §12.1, definitions §12.2, definitions §12.4): untrained models, shuffled labels, the check table, the
 runner's orchestration, and the seed summary."""
 
 from __future__ import annotations

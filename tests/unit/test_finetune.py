@@ -1,6 +1,6 @@
 """FT objectives: Dai's GD and Deutch's layer-causal GD (LCGD), and FT on a model split over devices.
 
-Exact checks that pin LCGD (spec §12.1) without re-implementing it:
+Exact checks that pin LCGD (definitions §12.1) without re-implementing it:
 
 * the logit lens of the last layer is the model's own head, on every architecture;
 * the last layer has no later layers, so its LCGD update equals its GD update, while earlier

@@ -1,7 +1,7 @@
 """Golden tests for pytest_icl.analysis.metrics and pytest_icl.analysis.stats.
 
 Expected values are worked out by hand in the comments, or by plain NumPy/SciPy
-re-implementations written here from the spec (docs/paper-spec.md §8, §12), never by calling
+re-implementations written here from the spec (docs/definitions.md definitions §8, definitions §12), never by calling
 the module under test.
 """
 
@@ -19,7 +19,7 @@ from pytest_icl.analysis import metrics as M
 from pytest_icl.analysis import stats as S
 
 # ------------------------------------------------------------------------------------------
-# NumPy references, transcribed from the official compute_sim.py (§8.2, §8.3)
+# NumPy references, transcribed from the official compute_sim.py (definitions §8.2, definitions §8.3)
 
 
 def np_cos(v1, v2):
@@ -350,7 +350,7 @@ def test_simam_delta_hand_example_and_zero_update():
 
 
 def test_simam_is_dominated_by_shared_zs_map_but_simam_delta_is_not():
-    # Deutch's point (§12.1): a large shared m_ZS makes raw maps look alike even when the two
+    # Deutch's point (definitions §12.1): a large shared m_ZS makes raw maps look alike even when the two
     # updates are orthogonal. m_ZS = [10,10,10], Δ_ICL = [1,−1,0]·0.1, Δ_FT = [1,1,−2]·0.1 (⟂).
     zs = t64([[[[10.0, 10.0, 10.0]]]])
     icl = zs + 0.1 * t64([1.0, -1.0, 0.0])
@@ -524,7 +524,7 @@ def test_bootstrap_of_rec2ftp_function_form():
 
 
 # ------------------------------------------------------------------------------------------
-# 10. Next-token distributions (§12.2)
+# 10. Next-token distributions (definitions §12.2)
 
 
 def test_kl_divergence_against_a_hand_computed_value():
