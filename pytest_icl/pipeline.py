@@ -33,6 +33,7 @@ from pytest_icl.tasks.files import AUTO_LR, TaskSource, find_task
 
 if TYPE_CHECKING:
     from pytest_icl.analysis.aggregate import Analysis
+    from pytest_icl.analysis.verdicts import Verdict
     from pytest_icl.controls.pair import PairControls
     from pytest_icl.engine.runs import Records
     from pytest_icl.engine.tune import LrChoice
@@ -62,8 +63,9 @@ class PipelineSettings:
     batch_size: int = 16
     thresholds: Mapping[str, float] = field(default_factory=dict)  # beat the task's icl.thresholds
     accuracy_gate: bool = True  # similarity verdicts need ICL to beat ZSL (read by whoever checks them)
-    controls: tuple[str, ...] = ()
-    seeds: int = 3  # demonstration seeds of the 'seeds' control
+    controls: tuple[str, ...] = ()  # the opt-in control items (--icl-controls)
+    seeds: int = 3  # demonstration draws per pair (S): the task's seed, seed + 1, ... (also the 'seeds' control)
+    shuffled: bool = True  # FT on shuffled labels per draw: every similarity property must beat it too
     report: Path | None = None  # the folder a pair's samples file is written to; None: no files
 
     @classmethod
@@ -80,7 +82,7 @@ class PipelineSettings:
 
     def analysis_key(self, task_name: str) -> tuple:
         """What, beside the task's content and the model, decides its analysis (for a memo key)."""
-        return tuple(self.task_overrides(task_name).values())
+        return (*self.task_overrides(task_name).values(), self.seeds, self.shuffled)
 
 
 @dataclass
@@ -97,14 +99,23 @@ class IclResult:
     row: dict[str, Any]
     margins: dict[str, float]  # defaults < the task's icl.thresholds < --icl-threshold
     controls: PairControls | None = None  # the opt-in controls (--icl-controls) that ran
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # each property over the draws
+    draws: list[Records] = field(default_factory=list)  # every draw's records (``records`` is the first)
+    evidence: Analysis | None = None  # the multi-draw analysis the verdicts were decided on
+    gates_on: bool = True
 
-    def check(self, name: str, margin: float | None = None):
-        """Check one property (``accuracy``, ``rec2ftp``, ``simaou``, ``simam``, ``kendall``)."""
-        from pytest_icl.analysis.properties import check_property
+    def check(self, name: str, margin: float | None = None) -> Verdict:
+        """The verdict of one property (``accuracy``, ``rec2ftp``, ``simaou``, ``simam``, ``kendall``).
 
-        return check_property(
-            name, self.values, self.intervals, margin=self.margins[name] if margin is None else margin, counts=self.counts
-        )
+        ``outcome`` is passed, failed, undecided or inconclusive; ``passed`` is True only for the
+        first. ``margin`` decides it again against another margin.
+        """
+        if margin is None and name in self.verdicts:
+            return self.verdicts[name]
+        from pytest_icl.analysis.verdicts import decide_property
+
+        margin = self.margins[name] if margin is None else margin
+        return decide_property(name, self.evidence, margin=margin, gates_on=self.gates_on, seed=self.task.settings.seed)
 
     def check_control(self, name: str):
         """The verdict of one control item (``untrained``, ``shuffled``, ``seeds``, ``output``)."""
@@ -115,6 +126,8 @@ class IclResult:
     @property
     def analysis(self) -> Analysis:
         """The numbers as :func:`pytest_icl.analysis.aggregate.analyse` gave them (a control compares with them)."""
+        if self.evidence is not None:
+            return self.evidence
         from pytest_icl.analysis.aggregate import Analysis
 
         return Analysis(self.values, self.intervals, self.layers, self.counts, dict(self.row["timings"]))
@@ -200,20 +213,29 @@ def analyse_task(
     ``reload(seed)`` gives the task with other demonstrations; only the ``seeds`` control needs it.
     """
     from pytest_icl.analysis.aggregate import analyse
-    from pytest_icl.engine.runs import run_settings
+    from pytest_icl.analysis.draws import analyse_draws
+    from pytest_icl.analysis.verdicts import decide_properties
     from pytest_icl.report import rows
 
     settings = settings or PipelineSettings()
     if margins is None:
         margins = margins_of(task.settings.thresholds, settings, origin=f"task {task.name!r}")
-    records = _within_memory(
-        lambda: run_settings(lm.model, lm.tokenizer, task, batch_size=settings.batch_size, progress=progress), lm, settings.batch_size
-    )
+    tasks = draw_tasks(task, settings.seeds if reload is not None else 1, reload)
+    draws, shuffled = _within_memory(lambda: run_draws(lm, tasks, settings, progress), lm, settings.batch_size)
     start = time.perf_counter()
-    analysis = analyse(records, seed=task.settings.seed)
+    with _one_thread():  # the bootstrap's many small ops: one thread is ~40x faster than two fighting
+        analysis = analyse_draws(draws, shuffled=shuffled, seed=task.settings.seed)
+        verdicts = decide_properties(analysis, margins, gates_on=settings.accuracy_gate, seed=task.settings.seed)
     analysis.timings["metrics"] = time.perf_counter() - start
     analysis.timings["load_model"] = lm.load_seconds
+    records = draws[0]
     row = pair_row(task, lm, analysis)
+    row.update(
+        draws=len(draws), seeds=[t.settings.seed for t in tasks], shuffled_control=shuffled is not None,
+        verdicts={name: v.as_dict() for name, v in verdicts.items()},
+        gates={name: {"open": g.open, "reason": g.reason} for name, g in analysis.gates.items()},
+        left_out_layers=list(analysis.left_out_layers), per_draw=analysis.per_draw,
+    )  # fmt: skip
     row["lr_source"] = lr_choice.source if lr_choice else "fixed"  # validation | cache | fixed
     if lr_choice is not None:
         row["lr_reason"] = lr_choice.reason
@@ -221,9 +243,11 @@ def analyse_task(
     if settings.controls:
         from pytest_icl.controls.pair import run_pair_controls
 
+        # The opt-in controls compare with one run (the first draw), as they ran before draws.
+        first = analyse(records, seed=task.settings.seed)
         controls = _within_memory(
             lambda: run_pair_controls(
-                settings.controls, lm.model, lm.tokenizer, task, records, analysis, seeds=settings.seeds, margins=margins,
+                settings.controls, lm.model, lm.tokenizer, task, records, first, seeds=settings.seeds, margins=margins,
                 reload=reload or _no_reload(task), batch_size=settings.batch_size,
             ),
             lm, settings.batch_size,
@@ -234,7 +258,65 @@ def analyse_task(
     return IclResult(
         task=task, model_id=lm.spec.id, values=analysis.values, intervals=analysis.intervals,
         layers=analysis.layers, counts=analysis.counts, records=records, row=row, margins=margins, controls=controls,
+        verdicts=verdicts, draws=draws, evidence=analysis, gates_on=settings.accuracy_gate,
     )  # fmt: skip
+
+
+def draw_tasks(task: IclTask, count: int, reload: Callable[[int], IclTask] | None) -> list[IclTask]:
+    """The pair's demonstration draws: ``task`` (its seed s) and the task with seeds s + 1 ... s + count − 1.
+
+    Every draw is scored on the same eval examples (ZSL runs once): an example that is a
+    demonstration of some draw is left out of all of them, with a warning.
+    """
+    import warnings
+    from dataclasses import replace
+
+    from pytest_icl.errors import TaskWarning
+
+    if count > 1 and reload is None:
+        raise TaskError(f"task {task.name!r}: {count} demonstration draws need the task's source to load the others")
+    tasks = [task] + [reload(task.settings.seed + j) for j in range(1, count)]
+    common = [e for e in task.eval_examples if all(e in t.eval_examples for t in tasks[1:])]
+    if len(common) < len(task.eval_examples) or any(len(t.eval_examples) != len(common) for t in tasks[1:]):
+        if not common:
+            raise TaskError(f"task {task.name!r}: the demonstration draws share no eval example; use fewer --icl-seeds")
+        warnings.warn(TaskWarning(f"task {task.name!r}: {len(task.eval_examples) - len(common)} eval example(s) left out: "
+                                  "a demonstration in another draw"), stacklevel=2)  # fmt: skip
+        tasks = [replace(t, eval_examples=tuple(common)) for t in tasks]
+    return tasks
+
+
+def run_draws(lm: LoadedModel, tasks: list[IclTask], settings: PipelineSettings, progress: Progress | None = None):
+    """ZSL once, then ICL and FT per draw (and FT on the draw's shuffled labels when the control is on)."""
+    from pytest_icl.controls.shuffled import shuffled_label_task
+    from pytest_icl.engine.runs import run_settings
+
+    draws, shuffled = [], []
+    for j, task in enumerate(tasks):
+        tell = None if progress is None else (lambda stage, done, total, j=j: progress(f"{stage} (draw {j + 1}/{len(tasks)})", done, total))
+        zsl = draws[0].zsl if draws else None
+        records = run_settings(lm.model, lm.tokenizer, task, batch_size=settings.batch_size, progress=tell, zsl=zsl)
+        draws.append(records)
+        if settings.shuffled:
+            shuffled_task = shuffled_label_task(task, seed=task.settings.seed)
+            shuffled.append(run_settings(lm.model, lm.tokenizer, task, batch_size=settings.batch_size, progress=tell,
+                                         ft_task=shuffled_task, reuse=records))  # fmt: skip
+    return draws, (shuffled if settings.shuffled else None)
+
+
+class _one_thread:
+    """torch on one intra-op thread for a block, then as it was."""
+
+    def __enter__(self):
+        import torch
+
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.threads)
 
 
 def pair_row(task: IclTask, lm: LoadedModel, analysis: Analysis) -> dict[str, Any]:

@@ -245,6 +245,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             item.icl_payload["property"] = {"pair": case.pair, "name": case.property_name, "items": per_pair[case.pair]}
 
 
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """Undecided and inconclusive items are counted apart from passes, failures and plain skips."""
+    if report.when != "call" and not (report.when == "setup" and report.skipped):
+        return None
+    if getattr(report, "icl", None) is None:
+        return None
+    from pytest_icl.plugin.summary import neither_of
+
+    outcome = neither_of(report)
+    if outcome is not None:
+        return outcome, outcome[0], outcome.upper()
+    return None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     """Results travel on the report (pytest-xdist forwards its attributes), not in user_properties (JUnit)."""

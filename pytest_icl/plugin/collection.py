@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_icl.analysis.properties import CONTROL_PROPERTIES, PROPERTIES, SIMILARITY_PROPERTIES
+from pytest_icl.analysis.properties import CONTROL_PROPERTIES, PROPERTIES
 from pytest_icl.errors import IclError
 from pytest_icl.pipeline import margins_of
 from pytest_icl.plugin.session import IclCase, IclSession
@@ -44,24 +44,47 @@ def skip(message: str) -> None:
 
 
 INCONCLUSIVE = "inconclusive"
+UNDECIDED = "undecided"
+NEITHER = (UNDECIDED, INCONCLUSIVE)  # outcomes that are neither a pass nor a failure: reported as skips of their own kind
 
 
 def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
-    """Generated test: one property of one task × model analysis."""
+    """Generated test: one property of one task × model analysis, decided over its draws."""
     case = request.node.icl_case
-    session = request.config.stash[SESSION]
     name = case.property_name
-    if name in SIMILARITY_PROPERTIES and session.settings.accuracy_gate:
-        gate = icl_analysis.check("accuracy")
-        if not gate.passed:
-            # No in-context learning to explain: a similarity verdict would be meaningless either way.
-            skip(f"{INCONCLUSIVE}: [{case.pair}] {gate.message}; {icl_analysis.check(name).message}")
     if name in CONTROL_PROPERTIES:
-        check = icl_analysis.check_control(name)
-    else:
-        check = icl_analysis.check(name)  # margins: defaults < task < CLI
+        _control_test(request, icl_analysis, name)
+        return
+    verdict = icl_analysis.check(name)  # margins: defaults < task < CLI
+    _record(request.node, verdict)
+    message = f"[{case.pair}] {verdict.message}"
+    if verdict.outcome == "failed":
+        raise PropertyFailed(message, pytrace=False)
+    if verdict.outcome in NEITHER:
+        skip(f"{verdict.outcome}: {message}")
+    print(message)  # a pass shows its evidence too (-rA, -rP)
+
+
+def _control_test(request: pytest.FixtureRequest, icl_analysis, name: str) -> None:
+    session = request.config.stash[SESSION]
+    case = request.node.icl_case
+    gates = icl_analysis.analysis.gates
+    closed = [g for key, g in gates.items() if key in ("icl_effect", "ft_learned") and not g.open]
+    if closed and session.settings.accuracy_gate:
+        # A control shows whether a resemblance is real; with nothing to resemble it shows nothing.
+        skip(f"{INCONCLUSIVE}: [{case.pair}] control {name}: " + "; ".join(g.reason for g in closed))
+    check = icl_analysis.check_control(name)
     if not check.passed:
         raise PropertyFailed(f"[{case.pair}] {check.message}", pytrace=False)
+    print(f"[{case.pair}] {check.message}")
+
+
+def _record(item: pytest.Item, verdict) -> None:
+    """The verdict's numbers as JUnit properties of the item (estimate and interval of metric − control)."""
+    low, high = verdict.interval
+    for key, value in (("outcome", verdict.outcome), ("estimate", verdict.estimate), ("ci_low", low), ("ci_high", high),
+                       ("margin", verdict.margin), ("draws", verdict.draws)):  # fmt: skip
+        item.user_properties.append((f"icl.{key}", round(value, 6) if isinstance(value, float) else value))
 
 
 def _baseline_test(request: pytest.FixtureRequest, icl_analysis) -> None:

@@ -12,16 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl.plugin.collection import INCONCLUSIVE
+from pytest_icl.plugin.collection import NEITHER
 from pytest_icl.plugin.session import IclSession
 from pytest_icl.report.results import ResultStore
+
+
+def neither_of(report: pytest.TestReport) -> str | None:
+    """``undecided`` or ``inconclusive`` for a generated item skipped as such, else None."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        for outcome in NEITHER:
+            if reason.startswith(f"{outcome}:"):
+                return outcome
+    return None
 
 
 def outcome_of(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xpassed" if report.passed else "xfailed"
-    if report.skipped and isinstance(report.longrepr, tuple) and str(report.longrepr[2]).startswith(f"Skipped: {INCONCLUSIVE}"):
-        return INCONCLUSIVE
+    neither = neither_of(report)
+    if neither:
+        return neither
     if report.failed and report.when != "call":
         return "error"
     return report.outcome
@@ -99,11 +110,18 @@ class Summary:
         """The results table, one row per task × model."""
         rows = self.store.finished_rows()
         if rows:
-            from pytest_icl.report.rows import format_controls, format_table
+            from pytest_icl.report.rows import format_controls, format_gates, format_table, format_verdicts
 
             terminalreporter.write_sep("=", "ICL vs finetuning")
             for line in format_table(rows):
                 terminalreporter.write_line(line)
+            verdicts = format_verdicts(rows)
+            if verdicts:
+                terminalreporter.write_sep("-", "verdicts: metric − control over the draws, 95% interval, margin")
+                for line in verdicts:
+                    terminalreporter.write_line(line)
+                for line in format_gates(rows):
+                    terminalreporter.write_line(line)
             controls = format_controls(rows)
             if controls:
                 terminalreporter.write_sep("-", "controls (--icl-controls)")

@@ -92,6 +92,14 @@ def hermetic_env(home: Path) -> dict[str, str]:
 LEAKY_VARIABLES = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "TRANSFORMERS_OFFLINE")
 
 
+# The inner projects' ini. A tiny random model has no ICL effect, so the gates would make every
+# similarity item inconclusive; the wiring tests here force outcomes with margins (accuracy=-1
+# passes, NAME=2 fails) and need the gates open. One draw without the shuffled-label control keeps
+# each inner run fast. The defaults themselves (3 draws, shuffled control, gates on) are run on
+# purpose, with explicit flags, in test_verdict_outcomes.py; flags beat the ini.
+TEST_INI = "[pytest]\nicl_seeds = 1\nicl_shuffled = off\nicl_accuracy_gate = off\n"
+
+
 class IclProject:
     """A pytester project plus the defaults every inner run needs."""
 
@@ -99,7 +107,7 @@ class IclProject:
         self.pytester = pytester
         self.path = pytester.path
         self.model = model
-        pytester.makeini("[pytest]\n")  # anchors rootdir, so the default task folder is <project>/tasks
+        pytester.makeini(TEST_INI)  # also anchors rootdir, so the default task folder is <project>/tasks
 
     def task(self, name: str = "antonyms", *, folder: str = "tasks", **kwargs) -> Path:
         return write_task(self.path / folder, name, **kwargs)
@@ -146,7 +154,7 @@ def run_pytest(folder: Path, *args: str) -> pytest.RunResult:
     env = {k: v for k, v in os.environ.items() if k not in LEAKY_VARIABLES}
     env.update(hermetic_env(folder / "home"), HOME=str(folder / "home"))
     if not (folder / "pytest.ini").exists():
-        (folder / "pytest.ini").write_text("[pytest]\n")  # anchors rootdir, so the default task folder is <folder>/tasks
+        (folder / "pytest.ini").write_text(TEST_INI)  # also anchors rootdir: the default task folder is <folder>/tasks
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", f"--basetemp={folder / 'basetemp'}", "-p", "no:cacheprovider", *args],

@@ -62,18 +62,20 @@ def test_lr_auto_is_chosen_on_validation_and_shown(controls_run):
 
 @pytest.mark.parametrize("gate", ["on", "off"])
 def test_the_accuracy_gate_makes_similarity_verdicts_inconclusive(project, gate):
-    """accuracy=2 can never hold: with the gate on, the similarity items are skipped as inconclusive."""
+    """accuracy=2 can never hold, and a random model shows no ICL effect: with the gates on, the similarity items are inconclusive."""
     project.task()
 
     result = project.run("--icl-threshold", "accuracy=2", "--icl-accuracy-gate", gate, "--icl-report", "out", "-rs")
 
     row = json.loads((project.path / "out" / "results.json").read_text())["rows"][0]
     if gate == "on":
-        result.assert_outcomes(failed=1, skipped=4)
-        result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *inconclusive: [[]tiny-gpt2-antonyms[]] ICL accuracy above zero-shot accuracy: does not hold*"])
+        # A random tiny model has no ICL effect: the gate closes whatever the accuracy margin is.
+        outcomes = result.parseoutcomes()
+        assert (outcomes.get("failed"), outcomes.get("inconclusive"), outcomes.get("skipped", 0)) == (1, 4, 0), outcomes
+        result.stdout.fnmatch_lines(["*tiny-gpt2-antonyms: icl_effect closed: *ICL does not clearly beat*"])
         assert {row["properties"][name] for name in ("rec2ftp", "simaou", "simam", "kendall")} == {"inconclusive"}
         result.stdout.fnmatch_lines(["tiny-gpt2  antonyms*FAIL accuracy inconclusive rec2ftp,simaou,simam,kendall"])
     else:
         outcomes = result.parseoutcomes()
-        assert outcomes.get("skipped", 0) == 0 and outcomes["failed"] >= 1
+        assert outcomes.get("inconclusive", 0) == 0 and outcomes["failed"] >= 1
         assert "inconclusive" not in row["properties"].values()

@@ -83,14 +83,16 @@ def test_the_result_is_the_stages_called_by_hand(lm, source):
     from pytest_icl.engine.runs import run_settings
     from pytest_icl.tasks.loading import load_task
 
-    result = run_pipeline(lm, source, PipelineSettings(limit=4, batch_size=3))
+    # One draw without the shuffled-label control is exactly the single run of the stages.
+    result = run_pipeline(lm, source, PipelineSettings(limit=4, batch_size=3, seeds=1, shuffled=False))
 
     task = load_task(source, limit=4)
     by_hand = analyse(run_settings(lm.model, lm.tokenizer, task, batch_size=3), seed=task.settings.seed)
     assert isinstance(result, IclResult) and result.task == task and result.model_id == "tiny-gpt2"
     assert result.values.keys() == by_hand.values.keys()
     assert all(result.values[k] == pytest.approx(v, nan_ok=True, abs=1e-6) for k, v in by_hand.values.items())
-    assert result.counts == by_hand.counts and result.margins["accuracy"] == 0.05
+    assert result.counts == {**by_hand.counts, "draws": 1} and result.margins["accuracy"] == 0.05
+    assert result.row["draws"] == 1 and result.row["shuffled_control"] is False
     row = result.row
     assert (row["task"], row["model_id"], row["shots"], row["eval"], row["lr"], row["lr_source"]) == (
         "inline_antonyms",
@@ -103,7 +105,8 @@ def test_the_result_is_the_stages_called_by_hand(lm, source):
     assert {"zsl", "icl", "ft_train", "ft_eval", "metrics", "load_model"} <= set(row["timings"])
     assert "controls" not in row and result.controls is None
     accuracy = result.check("accuracy")
-    assert (accuracy.value, accuracy.control) == (result.values["acc_icl"], result.values["acc_zsl"])
+    assert accuracy.estimate == pytest.approx(result.values["acc_icl"] - result.values["acc_zsl"])
+    assert accuracy.outcome in ("passed", "failed", "undecided") and accuracy.margin == 0.05
     assert result.analysis.values == result.values
     with pytest.raises(KeyError, match="add seeds to --icl-controls"):
         result.check_control("seeds")
@@ -200,3 +203,18 @@ def test_the_pipeline_needs_no_pytest():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == "[]"
+
+
+def test_by_default_a_pair_is_three_draws_with_one_zsl_and_the_shuffled_label_control(lm, source):
+    from pytest_icl.analysis.verdicts import OUTCOMES
+
+    result = run_pipeline(lm, source, PipelineSettings(limit=4, batch_size=3))
+    row = result.row
+    assert row["draws"] == 3 and row["seeds"] == [result.task.settings.seed + j for j in range(3)]
+    assert len(result.draws) == 3 and all(d.zsl is result.draws[0].zsl for d in result.draws)  # ZSL scored once
+    assert row["shuffled_control"] is True and "simaou_shuffled" in result.values
+    assert set(row["verdicts"]) == {"accuracy", "rec2ftp", "simaou", "simam", "kendall"}
+    assert all(v["outcome"] in OUTCOMES for v in row["verdicts"].values())
+    assert len(row["verdicts"]["simaou"]["comparisons"]) == 2  # its random control and the shuffled-label FT
+    assert set(row["gates"]) == {"icl_effect", "ft_learned", "rec2ftp_support", "noise_layers"}
+    assert all(len(v) == 3 for v in row["per_draw"].values())
