@@ -1,4 +1,4 @@
-"""``index.html``: the summary table, the controls, the baseline comparison and the per-layer plots.
+"""``index.html``: the summary table, the verdicts, the controls, the baseline comparison and the per-layer plots.
 
 One self-contained page (inline CSS, no network, no server): it opens from disk and finds its
 plots through relative paths (``plots/<model>-<task>-*.png``), so the whole report folder can be
@@ -8,7 +8,8 @@ fails to load (``<body data-images="ok|broken">``) and say so at the top.
 The page is the jinja2 template ``templates/report.html.j2`` (with ``report.css`` and
 ``report.js`` inlined), autoescaped: every name and message from a row is text, never markup.
 This module turns rows into what the template shows (formatted numbers, badges, verdicts), so
-the template holds layout only.
+the template holds layout only; :mod:`pytest_icl.report.html_verdicts` does so for the decisions
+over draws (each property's estimate, interval, margin and outcome, the gates, the left-out layers).
 
 Example::
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_icl import catalogue
+from pytest_icl.report import html_verdicts as verdicts
 from pytest_icl.report import rows as report
 
 PLOTS = "plots"
@@ -33,13 +35,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 SUMMARY_COLUMNS = tuple((column.header, column.metrics, column.tip) for column in catalogue.COLUMNS)
 
 # Outcomes whose badge says it in words too, not only in colour.
-OUTCOME_LABELS = {"xfailed": "xfail", "xpassed": "XPASS", "inconclusive": "inconclusive", "error": "error"}
+OUTCOME_LABELS = {"xfailed": "xfail", "xpassed": "XPASS", "undecided": "undecided", "inconclusive": "inconclusive", "error": "error"}
 
 # lr_source values that mean lr: auto chose the lr for this model (report.py's table marks them the same way).
 AUTO_LR_SOURCES = ("validation", "cache")
 
 # A control check's verdict (CheckOutcome.passed) as (text, badge class).
 CHECK_VERDICTS = {True: ("holds", "holds"), False: ("does not hold", "does-not-hold")}
+
 
 def num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -179,7 +182,7 @@ def _summary_row(row: dict[str, Any], comparisons: dict[str, dict[str, Any]]) ->
     comparison = comparisons.get(_pair(row))
     return {
         "anchor": _anchor(row), "model_id": row["model_id"], "task": row["task"], "dtype": str(row.get("dtype")),
-        "shots": row.get("shots"), "eval": row.get("eval"), "lr": lr_cell(row),
+        "shots": row.get("shots"), "eval": row.get("eval"), "lr": lr_cell(row), "draws": verdicts.draws_cell(row),
         "cells": [" / ".join(num(values.get(m)) for m in metrics) for _, metrics, _ in SUMMARY_COLUMNS],
         "badges": property_badges(properties, skip=("baseline",)),
         "baseline": comparison["status"] if comparison else None,
@@ -204,8 +207,15 @@ def _comparison_view(row: dict[str, Any], comparison: dict[str, Any]) -> dict[st
     return {"pair": _pair(row), "status": comparison["status"], "message": comparison.get("message", ""), "source": source, "diffs": diffs}
 
 
-def _pair_view(row: dict[str, Any], figures: list[tuple[str, Path]], control_figures: list[tuple[str, Path]], folder: Path) -> dict[str, Any]:
+def _pair_view(
+    row: dict[str, Any],
+    figures: list[tuple[str, Path]],
+    control_figures: list[tuple[str, Path]],
+    verdict_figures: list[tuple[str, Path]],
+    folder: Path,
+) -> dict[str, Any]:
     intervals = row.get("intervals") or {}
+    per_draw = row.get("per_draw") or {}
     lr = lr_cell(row)
     settings = (
         f"task hash {row.get('task_hash')}, weights {str(row.get('weights_hash'))[:16]}…, revision {row.get('revision')}, "
@@ -216,10 +226,17 @@ def _pair_view(row: dict[str, Any], figures: list[tuple[str, Path]], control_fig
         "badges": property_badges(row.get("properties") or {}),
         "figures": _figure_views(figures, folder), "control_figures": _figure_views(control_figures, folder),
         "controls": control_sections(row),
-        "metrics": [(name, num(value, 4), ci(intervals.get(name))) for name, value in row["values"].items()],
+        "metrics": [(name, num(value, 4), ci(intervals.get(name)), _draw_values(per_draw.get(name))) for name, value in row["values"].items()],
+        "has_per_draw": bool(per_draw), "draws": verdicts.draws_cell(row), "new_style": verdicts.is_new_style(row),
+        "verdicts": verdicts.verdict_lines(row), "verdict_figures": _figure_views(verdict_figures, folder),
+        "gates": verdicts.gate_lines(row), "left_out": verdicts.left_out_text(row),
         "counts": ", ".join(f"{k} {v}" for k, v in (row.get("counts") or {}).items()),
         "settings": settings, "lr_reason": row.get("lr_reason") or "",
     }  # fmt: skip
+
+
+def _draw_values(values: list | None) -> str:
+    return ", ".join(num(v, 4) for v in values or [])
 
 
 def _figure_views(figures: list[tuple[str, Path]], folder: Path) -> list[dict[str, str]]:
@@ -248,25 +265,38 @@ def render(
     comparisons: dict[str, dict[str, Any]] | None = None,
     baseline: Path | None = None,
     control_figures: dict[str, list[tuple[str, Path]]] | None = None,
+    verdict_figures: dict[str, list[tuple[str, Path]]] | None = None,
 ) -> str:
     comparisons = comparisons or {}
     control_figures = control_figures or {}
+    verdict_figures = verdict_figures or {}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     versions = rows[0].get("versions", {}) if rows else {}
     meta = f"{len(rows)} task × model pair{'s' * (len(rows) != 1)}, generated {now}"
     if versions:
         meta += " · " + ", ".join(f"{k} {v}" for k, v in versions.items())
-    outcomes = {outcome for row in rows for outcome in (row.get("properties") or {}).values()}
-    return _environment().get_template("report.html.j2").render(
+    # Rows decided over draws explain inconclusive in the legend; older rows had one gate, the accuracy item.
+    old_inconclusive = any("inconclusive" in (row.get("properties") or {}).values() for row in rows if not verdicts.is_new_style(row))
+    template = _environment().get_template("report.html.j2")
+    return template.render(
         meta=meta,
         columns=[(name, tip) for name, _, tip in SUMMARY_COLUMNS],
         summary=[_summary_row(row, comparisons) for row in rows],
         has_baseline=bool(comparisons),
         baseline=str(baseline or ""),
         comparisons=[_comparison_view(row, comparisons[_pair(row)]) for row in rows if _pair(row) in comparisons],
-        any_inconclusive="inconclusive" in outcomes,
+        any_inconclusive=old_inconclusive,
+        single_draw=verdicts.SINGLE_DRAW,
+        has_draws=any(verdicts.is_new_style(row) for row in rows),
+        counts=verdicts.outcome_counts(rows),
+        legend=verdicts.legend(rows),
+        verdict_summary=verdicts.summary_lines(rows),
+        closed_gates=verdicts.closed_gates(rows),
         any_auto_lr=any(lr_cell(row)["auto"] for row in rows),
-        pairs=[_pair_view(row, figures.get(_pair(row), []), control_figures.get(_pair(row), []), folder) for row in rows],
+        pairs=[
+            _pair_view(row, figures.get(_pair(row), []), control_figures.get(_pair(row), []), verdict_figures.get(_pair(row), []), folder)
+            for row in rows
+        ],
     )
 
 
@@ -284,6 +314,7 @@ def write_html_report(
     comparisons = comparisons or {}
     figures: dict[str, list[tuple[str, Path]]] = {}
     control_figures: dict[str, list[tuple[str, Path]]] = {}
+    verdict_figures: dict[str, list[tuple[str, Path]]] = {}
     for row in rows:
         drawn = plots.layer_plots(row, folder / PLOTS)
         comparison = comparisons.get(_pair(row))
@@ -291,7 +322,10 @@ def write_html_report(
             drawn += plots.baseline_plots(row, comparison["stored"], comparison.get("diffs", []), folder / PLOTS)
         figures[_pair(row)] = drawn
         control_figures[_pair(row)] = plots.control_plots(row, folder / PLOTS)
+        verdict_figures[_pair(row)] = plots.verdict_plots(row, folder / PLOTS)
     page = folder / "index.html"
-    html = render(rows, figures, folder, comparisons=comparisons, baseline=baseline, control_figures=control_figures)
+    html = render(
+        rows, figures, folder, comparisons=comparisons, baseline=baseline, control_figures=control_figures, verdict_figures=verdict_figures
+    )
     report.atomic_write_text(page, html)
     return page

@@ -14,6 +14,15 @@ Per pair (``<slug>`` = ``<model>-<task>``):
 * ``<slug>-simam.png``   — SimAM before and after FT, and SimAM∆;
 * ``<slug>-kendall.png`` — Kendall(ICL, FT) against Kendall(ICL, random);
 
+A curve may hold NaN (null in JSON): a layer where the metric is undefined, such as a layer left
+out of SimAM∆ as rounding noise. It is drawn as a gap; the left-out layers are shaded in the
+figures that draw SimAM∆, and a curve with no defined layer is not drawn.
+
+when the row was decided over draws (``row["verdicts"]``):
+
+* ``<slug>-verdicts.png`` — per property, metric − control with its 95 % interval against the
+  margin, coloured by outcome (passed, failed, undecided, inconclusive);
+
 when the row has controls with per-layer curves (``--icl-controls``: untrained, shuffled, lcgd):
 
 * ``<slug>-controls-simaou.png``, ``-controls-simam_delta.png``, ``-controls-kendall.png`` — the
@@ -64,6 +73,9 @@ BASELINE_PANELS = tuple(
     for figure in catalogue.FIGURES
 )
 
+# A property's outcome, as the page's badges colour it (templates/report.css).
+OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "undecided": "#7b1fa2", "inconclusive": "#c77800"}
+
 VERDICT_COLOURS = {"regressed": "#d62728", "undefined": "#d62728", "improved": "#2ca02c", "ok": "#1f77b4", "not stored": "#7f7f7f"}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -90,7 +102,17 @@ def _save(fig, path: Path) -> None:
 
 
 def _curve(row: dict[str, Any], metric: str) -> list[float]:
-    return [math.nan if v is None else float(v) for v in (row.get("layers") or {}).get(metric) or []]
+    """A per-layer curve, None as NaN (a gap); [] when no layer is defined, so it is not drawn."""
+    values = [math.nan if v is None else float(v) for v in (row.get("layers") or {}).get(metric) or []]
+    return values if any(not math.isnan(v) for v in values) else []
+
+
+def _mark_left_out(ax, row: dict[str, Any], metrics) -> None:
+    """Shade the layers left out of SimAM∆ (rounding noise) in a figure that draws it."""
+    if not any(m.startswith("simam_delta") for m in metrics):
+        return
+    for n, layer in enumerate(row.get("left_out_layers") or []):
+        ax.axvspan(layer - 0.5, layer + 0.5, color="#bbbbbb", alpha=0.3, zorder=0, label="left out of SimAM∆" if n == 0 else None)
 
 
 def _x(length: int, relative: bool) -> list[float]:
@@ -139,7 +161,16 @@ def layer_plots(row: dict[str, Any], folder: Path) -> list[tuple[str, Path]]:
         fig, ax = plt.subplots(figsize=(4.1, 2.9))
         for metric, label, colour, style in present:
             values = _curve(row, metric)
-            ax.plot(_x(len(values), False), values, style, color=colour, marker="o", markersize=3, label=_label(label, row["values"].get(metric)))
+            ax.plot(
+                _x(len(values), False),
+                values,
+                style,
+                color=colour,
+                marker="o",
+                markersize=3,
+                label=_label(label, row["values"].get(metric)),
+            )
+        _mark_left_out(ax, row, [m for m, *_ in present])
         _per_layer_axes(ax, row, title, ylabel, legend_size=7)
         path = folder / f"{name}-{suffix}.png"
         _save(fig, path)
@@ -165,7 +196,14 @@ def control_plots(row: dict[str, Any], folder: Path) -> list[tuple[str, Path]]:
             ax.plot(_x(len(values), False), values, style, color=colour, marker=".", markersize=4, label=_label(label, overall))
         if own_control and _curve(row, own_control):
             values = _curve(row, own_control)
-            ax.plot(_x(len(values), False), values, ":", color="#7f7f7f", label=_label(own_control.replace("_", " "), row["values"].get(own_control)))
+            ax.plot(
+                _x(len(values), False),
+                values,
+                ":",
+                color="#7f7f7f",
+                label=_label(own_control.replace("_", " "), row["values"].get(own_control)),
+            )
+        _mark_left_out(ax, row, [metric])
         _per_layer_axes(ax, row, title, ylabel, legend_size=6)
         path = folder / f"{name}-controls-{metric}.png"
         _save(fig, path)
@@ -237,3 +275,40 @@ def baseline_plots(row: dict[str, Any], stored: dict[str, Any], diffs: list[dict
 
 def _nan(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def verdict_plots(row: dict[str, Any], folder: Path) -> list[tuple[str, Path]]:
+    """Per property (and each extra comparison): metric − control, its 95% interval and the margin, by outcome."""
+    lines = []  # (label, estimate, low, high, margin, outcome drawn, outcome written)
+    for name, v in (row.get("verdicts") or {}).items():
+        for n, c in enumerate(v.get("comparisons") or [v]):
+            outcome = v["outcome"] if n == 0 or v["outcome"] == "inconclusive" else c["outcome"]
+            control = str(c.get("control", ""))
+            label = (
+                name if n == 0 else f"{name} vs " + ("shuffled-label FT" if control.endswith("_shuffled") else control.replace("_", " "))
+            )
+            lines.append((label, c.get("estimate"), c.get("low"), c.get("high"), v.get("margin"), outcome))
+    if not lines:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(lines) + 1.5))
+    for y, (_, estimate, low, high, margin, outcome) in enumerate(reversed(lines)):
+        colour = OUTCOME_COLOURS.get(outcome, "#555555")
+        if not _nan(low) and not _nan(high):
+            ax.plot([low, high], [y, y], "-", color=colour, linewidth=5, alpha=0.55, solid_capstyle="butt")
+        if not _nan(estimate):
+            ax.plot([estimate], [y], "o", color=colour, markersize=7)
+        if not _nan(margin):
+            ax.plot([margin], [y], "|", color="#111111", markersize=16, markeredgewidth=2)
+        ax.text(1.02, y, outcome, transform=ax.get_yaxis_transform(), va="center", fontsize=8, color=colour)
+    ax.set_yticks(range(len(lines)))
+    ax.set_yticklabels([line[0] for line in reversed(lines)], fontsize=8)
+    ax.set_ylim(-0.7, len(lines) - 0.3)
+    draws = row.get("draws", 1)
+    over = "a single draw: eval examples only" if draws == 1 else f"over {draws} draws and the eval examples"
+    ax.set_xlabel(f"metric − control (bar: 95% interval, {over}; ● estimate; | margin)")
+    ax.set_title(f"{row['model_id']} · {row['task']}: each property against its margin", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    path = folder / f"{slug(row)}-verdicts.png"
+    _save(fig, path)
+    return [("Each property: metric − control against its margin", path)]

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_icl.report import baseline as B
-from pytest_icl.report import html
-from pytest_icl.report import plots
+from pytest_icl.report import html, plots
 from pytest_icl.report.comparison import compare
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -126,7 +125,14 @@ def with_controls(row: dict, layers: int = 3) -> dict:
     values = {"simaou": 0.2, "simam_delta": 0.1, "kendall": 0.05, "simaou_unnormalised": 0.3}
 
     def outcome(claim, metric, variant, control, passed):
-        return {"claim": claim, "metric": metric, "variant": variant, "value": row["values"].get(metric, 0.5), "control": control, "passed": passed}
+        return {
+            "claim": claim,
+            "metric": metric,
+            "variant": variant,
+            "value": row["values"].get(metric, 0.5),
+            "control": control,
+            "passed": passed,
+        }
 
     row["values"].update({"kl_icl_ft": 0.4, "kl_icl_zsl": 0.9, "top10_icl_ft": 0.7, "top10_icl_zsl": 0.5})
     row["controls"] = {
@@ -298,3 +304,197 @@ def test_the_template_ships_with_the_package():
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert "templates/*" in project["tool"]["setuptools"]["package-data"]["pytest_icl.report"]
     assert any(dep.startswith("jinja2") for dep in project["project"]["dependencies"])
+
+
+# ---- decided over draws (issue 15): verdicts, gates, left-out layers, draws
+
+
+def _verdict(outcome, estimate, low, high, margin=0.0, *, control="simaou_fair_random", extra=None, support=None, reason=""):
+    comparisons = [{"control": control, "outcome": outcome if outcome != "inconclusive" else "undecided",
+                    "estimate": estimate, "low": low, "high": high}]  # fmt: skip
+    comparisons += extra or []
+    return {"outcome": outcome, "estimate": estimate, "low": low, "high": high, "margin": margin, "draws": 3,
+            "support": support, "reason": reason, "comparisons": comparisons}  # fmt: skip
+
+
+def decided(row: dict, draws: int = 3) -> dict:
+    """``row`` as the pipeline leaves it since issue 15: one outcome of each kind, a closed gate, layer 0 left out."""
+    row = copy.deepcopy(row)
+    shuffled = {"control": "simaou_shuffled", "outcome": "undecided", "estimate": 0.01, "low": -0.02, "high": 0.04}
+    row["draws"] = draws
+    row["verdicts"] = {
+        "accuracy": _verdict("passed", 0.2, 0.12, 0.28, 0.05, control="acc_zsl"),
+        "rec2ftp": _verdict("inconclusive", None, None, None, control="rec2ftp_chance", support=3,
+                            reason="Inconclusive: Rec2FTP support |D| = 3, 4, 5 per draw: too few <examples>"),
+        "simaou": _verdict("undecided", 0.05, -0.01, 0.11, extra=[shuffled],
+                           reason="The 95% interval contains the margin: more draws (--icl-seeds) or eval examples may decide it"),
+        "simam": _verdict("failed", -0.1, -0.15, -0.05, control="simam_before"),
+        "kendall": _verdict("passed", 0.3, 0.2, 0.4, control="kendall_random"),
+    }  # fmt: skip
+    row["gates"] = {
+        "icl_effect": {"open": True, "reason": "ICL accuracy − zero-shot accuracy = +0.200: ICL beats zero-shot"},
+        "ft_learned": {"open": True, "reason": "FT beats zero-shot"},
+        "rec2ftp_support": {"open": False, "reason": "Rec2FTP support |D| = 3, 4, 5 per draw: too few <examples>"},
+        "noise_layers": {"open": True, "reason": "layer(s) 0 left out of SimAM∆"},
+    }
+    row["left_out_layers"] = [0]
+    row["layers"]["simam_delta"][0] = None
+    row["per_draw"] = {m: [0.41, None, 0.43][:draws] for m in ("simaou", "simaou_fair_random", "simaou_shuffled", "acc_icl")}
+    row["properties"] = {name: v["outcome"] for name, v in row["verdicts"].items()}
+    return row
+
+
+def test_each_property_shows_estimate_interval_margin_and_outcome(tmp_path):
+    text = html.write_html_report(tmp_path, [decided(make_row())]).read_text(encoding="utf-8")
+    summary = text.split("<table class=verdicts>", 1)[1].split("</table>", 1)[0]
+    lines = [line for line in summary.splitlines() if line.startswith("<tr")]
+    assert len(lines) == 6  # five properties, and SimAOU's shuffled-label comparison
+    (accuracy,) = [line for line in lines if '<td title="ICL accuracy above zero-shot accuracy">accuracy</td>' in line]
+    assert (
+        "<td>ICL accuracy − ZSL accuracy</td><td class=num>+0.2000</td><td class=num>[+0.1200, +0.2800]</td><td class=num>+0.05</td>"
+        in accuracy
+    )
+    assert '<span class="badge passed" title="passed">passed</span>' in accuracy
+    assert '<a href="#tiny-ant">tiny</a>' in accuracy and ">3</td>" in accuracy
+    simaou, also = [line for line in lines if "SimAOU" in line][:2]
+    assert '<span class="badge undecided" title="undecided">undecided</span>' in simaou and "[-0.0100, +0.1100]" in simaou
+    assert "more draws (--icl-seeds)" in simaou
+    assert 'class="extra"' in also and "SimAOU with FT on shuffled labels" in also and "[-0.0200, +0.0400]" in also
+    (rec2ftp,) = [line for line in lines if ">rec2ftp</td>" in line]
+    assert "badge inconclusive" in rec2ftp and "<td class=num>n/a</td>" in rec2ftp  # None numbers: n/a
+    assert "rests on 3 example(s) per draw at least (zero-shot wrong, FT right)" in rec2ftp
+    assert "Inconclusive: gate rec2ftp_support closed (see the gates)</td>" in rec2ftp  # the gate's reason is in its table
+    assert 'title="Inconclusive: Rec2FTP support |D| = 3, 4, 5 per draw: too few &lt;examples&gt;"' in rec2ftp  # whole, as text
+    assert any("badge failed" in line and ">simam</td>" in line for line in lines)
+    # The per-pair view has the same table, without the pair columns, and the per-draw values.
+    pair = text.split('<section id="tiny-ant">', 1)[1]
+    table = pair.split("<table class=verdicts>", 1)[1].split("</table>", 1)[0]
+    assert "<th>per draw</th>" in table and "SimAOU: 0.410, n/a, 0.430 · fair random FT update: 0.410, n/a, 0.430" in table
+    for outcome in ("passed", "failed", "undecided", "inconclusive"):
+        assert f'<span class="badge {outcome}" title="{outcome}">{outcome}</span>' in table
+    assert "<th>per draw</th>" in pair.split("all values, intervals and counts", 1)[1]  # every metric per draw too
+    row = decided(make_row())
+    row["verdicts"]["simaou"]["outcome"] = "inconclusive"
+    row["verdicts"]["simaou"]["comparisons"][1]["outcome"] = "passed"
+    muted = html.write_html_report(tmp_path, [row]).read_text(encoding="utf-8")
+    also = [line for line in muted.splitlines() if 'class="extra"' in line]
+    assert also and all('<span class="badge muted"' in line and ">passed alone</span>" in line for line in also)
+    assert not any('badge passed" title="passed">passed<' in line for line in also)  # behind a closed gate, never a pass
+
+
+def test_undecided_and_inconclusive_have_colours_and_legend_entries_of_their_own(tmp_path):
+    text = html.write_html_report(tmp_path, [decided(make_row())]).read_text(encoding="utf-8")
+    css = {rule.split("{")[0].strip(): rule.split("{")[1] for rule in re.findall(r"\.[a-z-]+ \{[^}]*\}", text)}
+    colours = {name: re.search(r"background: (#[0-9a-f]+)", css[f".{name}"]).group(1) for name in ("undecided", "inconclusive")}
+    passed = re.search(r"\.passed, [^{]*\{ background: (#[0-9a-f]+)", text).group(1)
+    assert len({*colours.values(), passed}) == 3  # neither looks like a pass
+    legend = text.split("<ul class=legend>", 1)[1].split("</ul>", 1)[0]
+    for outcome in ("passed", "failed", "undecided", "inconclusive"):
+        assert f'<li><span class="badge {outcome}" title="{outcome}">{outcome}</span>' in legend
+    assert "no in-context learning to explain" not in text  # the old single-gate legend is for old rows
+    heading = text.split('<section id="tiny-ant"><h3>', 1)[1].split("</h3>", 1)[0]
+    assert "simaou (undecided)</span>" in heading and "rec2ftp (inconclusive)</span>" in heading
+    counts = text.split("<p class=counts>", 1)[1].split("</p>", 1)[0]
+    assert [re.sub(r"<[^>]+>", "", b) for b in re.findall(r"<span[^>]*>[^<]*</span>", counts)] == [
+        "2 passed", "1 failed", "1 undecided", "1 inconclusive"
+    ]  # fmt: skip
+
+
+def test_closed_gates_and_left_out_layers_are_shown(tmp_path):
+    text = html.write_html_report(tmp_path, [decided(make_row())]).read_text(encoding="utf-8")
+    closed = text.split("<ul class=gates>", 1)[1].split("</ul>", 1)[0]
+    assert 'tiny · ant: <span class="badge gate-closed" title="gate-closed">rec2ftp_support</span> Rec2FTP support' in closed
+    assert "icl_effect" not in closed  # only closed gates in the summary
+    gates = _table_lines(text, "gates")
+    assert len(gates) == 4
+    assert any("<td>rec2ftp_support</td>" in g and ">closed</span>" in g and "too few &lt;examples&gt;" in g for g in gates)
+    assert any("<td>icl_effect</td>" in g and ">open</span>" in g for g in gates)
+    assert "Layer 0 left out of SimAM∆ and its controls" in text
+    row = decided(make_row())
+    row["left_out_layers"] = []
+    assert "No layer left out of SimAM∆" in html.write_html_report(tmp_path, [row]).read_text(encoding="utf-8")
+
+
+def test_the_number_of_draws_and_a_single_draw_are_marked(tmp_path):
+    three, one = decided(make_row(task="three")), decided(make_row(task="one"), draws=1)
+    text = html.write_html_report(tmp_path, [three, one]).read_text(encoding="utf-8")
+    assert '<th title="demonstration draws S each property is decided over">draws</th>' in text
+    rows = {task: line for line in text.splitlines() for task in ("three", "one") if line.startswith("<tr") and f'href="#tiny-{task}"' in line and "<td>float32</td>" in line}  # fmt: skip
+    assert 'class="single"' not in rows["three"] and ">3</td>" in rows["three"]
+    assert '>1 <span class="single"' in rows["one"] and ">single draw</span>" in rows["one"]
+    one_section = text.split('<section id="tiny-one">', 1)[1].split("</section>", 1)[0]
+    assert "Decided over 1 demonstration draw " in one_section and ">single draw</span>" in one_section
+    assert "the intervals cover the eval examples only" in one_section
+    assert (
+        "<th>per draw</th>" not in one_section.split("<table class=verdicts>", 1)[1].split("</table>", 1)[0]
+    )  # one value: nothing to list
+    assert "Decided over 3 demonstration draws." in text
+
+
+def test_old_rows_render_as_before(tmp_path):
+    old = make_row()
+    old["properties"] = {"accuracy": "failed", "simaou": "inconclusive"}
+    text = html.write_html_report(tmp_path, [old]).read_text(encoding="utf-8")
+    for absent in (
+        "<table class=verdicts>",
+        "<table class=gates>",
+        "<ul class=legend>",
+        ">draws</th>",
+        "single draw",
+        "left out of SimAM",
+        "per draw",
+    ):
+        assert absent not in text, absent
+    assert "no in-context learning to explain" in text  # the old legend
+    assert not (tmp_path / "plots" / "tiny-ant-verdicts.png").exists()
+    mixed = html.write_html_report(tmp_path, [old, decided(make_row(task="new"))]).read_text(encoding="utf-8")
+    (old_line,) = [
+        line for line in mixed.splitlines() if line.startswith("<tr") and 'href="#tiny-ant"' in line and "<td>float32</td>" in line
+    ]
+    assert 'title="a row written before draws were recorded">–</td>' in old_line
+
+
+def test_verdict_plot_and_nan_layers_are_drawn(tmp_path):
+    row = decided(make_row(layers=4))
+    row["layers"]["simam_after"] = [None] * 4  # no defined layer: not drawn
+    row["layers"]["kendall"][2] = float("nan")
+    written = plots.layer_plots(row, tmp_path) + plots.verdict_plots(row, tmp_path)
+    assert [path.name for _, path in written] == [
+        "tiny-ant-simaou.png",
+        "tiny-ant-simam.png",
+        "tiny-ant-kendall.png",
+        "tiny-ant-verdicts.png",
+    ]
+    for _, path in written:
+        assert path.read_bytes().startswith(PNG)
+    assert plots._curve(row, "simam_after") == [] and plots._curve(row, "simam_delta")[1:] == [0.1, 0.2, 0.30000000000000004]
+    assert plots.verdict_plots(make_row(), tmp_path) == []
+    text = html.write_html_report(tmp_path, [row]).read_text(encoding="utf-8")
+    section = text.split('<section id="tiny-ant">', 1)[1]
+    assert section.index('src="plots/tiny-ant-verdicts.png"') < section.index("<h4>Gates</h4>")
+
+
+def test_left_out_layers_are_shaded_where_simam_delta_is_drawn(monkeypatch, tmp_path):
+    spans = []
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.axvspan
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvspan", lambda ax, *a, **k: spans.append(a) or original(ax, *a, **k))
+    plots.layer_plots(decided(make_row()), tmp_path)
+    assert spans == [(-0.5, 0.5)]  # layer 0, in the SimAM figure only (SimAOU and Kendall keep every layer)
+    spans.clear()
+    plots.control_plots(with_controls(decided(make_row())), tmp_path)
+    assert spans == [(-0.5, 0.5)]  # the SimAM∆ control figure
+
+
+def test_an_inconclusive_reason_names_its_closed_gates_and_keeps_the_rest():
+    from pytest_icl.report import html_verdicts as hv
+
+    row = {"gates": {"icl_effect": {"open": False, "reason": "ICL does not beat ZSL"}, "ft_learned": {"open": True, "reason": "FT learned"},
+                     "rec2ftp_support": {"open": False, "reason": "|D| = 0"}}}  # fmt: skip
+    reason = "Inconclusive: ICL does not beat ZSL; |D| = 0. Decided without the shuffled-label control (switched off)"
+    assert hv._short_reason(row, reason) == (
+        "Inconclusive: gates icl_effect, rec2ftp_support closed (see the gates). Decided without the shuffled-label control (switched off)"
+    )
+    assert hv._short_reason(row, "The 95% interval contains the margin") == "The 95% interval contains the margin"
+    assert hv._short_reason({}, reason) == reason  # a row without gates: the reason as it is
