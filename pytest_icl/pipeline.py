@@ -243,8 +243,10 @@ def analyse_task(
     if settings.controls:
         from pytest_icl.controls.pair import run_pair_controls
 
-        # The opt-in controls compare with one run (the first draw), as they ran before draws.
+        # The opt-in controls compare with one run (the first draw), as they ran before draws;
+        # the output control reads that draw's shuffled-label numbers (NaN with the control off).
         first = analyse(records, seed=task.settings.seed)
+        first.values.update({k: v[0] for k, v in analysis.per_draw.items() if k.endswith("_shuffled")})
         controls = _within_memory(
             lambda: run_pair_controls(
                 settings.controls, lm.model, lm.tokenizer, task, records, first, seeds=settings.seeds, margins=margins,

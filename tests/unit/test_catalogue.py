@@ -37,10 +37,15 @@ def test_the_catalogue_imports_nothing_but_errors_and_no_torch():
 
 
 def test_every_number_the_analysis_computes_has_exactly_one_row():
+    from pytest_icl.analysis.draws import SHUFFLED, analyse_draws
+
     analysis = analyse(_records(True), n_boot=20)
     assert list(METRICS) == list(dict.fromkeys(METRICS)), "a metric has two rows"
-    assert set(analysis.values) == set(METRICS)
-    assert {name for name, m in METRICS.items() if m.per_layer} == set(analysis.layers)
+    assert set(analysis.values) == {name for name in METRICS if not name.endswith(SHUFFLED)}
+    # with the default shuffled-label control, every row is computed
+    draws = analyse_draws([_records(True)], shuffled=[_records(True)], n_boot=20)
+    assert set(draws.values) == set(METRICS)
+    assert {name for name, m in METRICS.items() if m.per_layer} == set(draws.layers)
 
 
 def test_every_row_points_at_names_that_exist():
@@ -91,7 +96,7 @@ def test_the_layers_read_their_tables_from_the_catalogue():
     assert set(plots.CONTROL_CURVES) == {(c.name, v.name) for c in catalogue.CONTROLS for v in c.variants}
     drawn = {metric for _, _, _, curves in plots.LAYER_FIGURES for metric, *_ in curves}
     assert drawn == {m.name for m in catalogue.METRICS if m.figure}
-    assert [header for header, _ in rows.TABLE_COLUMNS][5:-1] == [c.terminal for c in catalogue.COLUMNS if c.terminal]
+    assert [header for header, _ in rows.TABLE_COLUMNS][6:-1] == [c.terminal for c in catalogue.COLUMNS if c.terminal]
     assert [header for header, _, _ in html.SUMMARY_COLUMNS] == [c.header for c in catalogue.COLUMNS]
 
 

@@ -159,21 +159,24 @@ def _analysis(**values) -> Analysis:
 
 def test_control_checks_cover_every_control_but_seeds_and_name_real_metrics():
     assert {c.control for c in CONTROL_CHECKS} == set(controls.CONTROLS) - {"seeds"}
-    analysis_keys = {"simaou", "simaou_unnormalised", "simam_delta", "kendall", "kl_icl_ft", "kl_icl_zsl", "top10_icl_ft", "top10_icl_zsl"}
+    analysis_keys = {"simaou", "simaou_unnormalised", "simam_delta", "kendall", "kl_icl_ft", "kl_icl_ft_shuffled", "top10_icl_ft",
+                     "top10_icl_ft_shuffled"}  # fmt: skip
     assert {c.metric for c in CONTROL_CHECKS} | {c.control_metric for c in CONTROL_CHECKS} <= analysis_keys
     assert all(c.better is None for c in CONTROL_CHECKS if c.control == "lcgd")
 
 
 def test_check_control_verdicts():
-    base = _analysis(simaou=0.2, simam_delta=0.1, kl_icl_ft=0.3, kl_icl_zsl=0.5, top10_icl_ft=0.6, top10_icl_zsl=0.7)
+    base = _analysis(simaou=0.2, simam_delta=0.1, kl_icl_ft=0.3, kl_icl_ft_shuffled=0.5, top10_icl_ft=0.6, top10_icl_ft_shuffled=0.7)
     outcomes = check_control("untrained", base, {"no_training": _analysis(simaou=0.1, simam_delta=0.15),
                                                  "trained_embeddings": _analysis(simaou=0.25, simam_delta=math.nan)})
     verdicts = {(o.check.variant, o.check.metric): o.passed for o in outcomes}
     assert verdicts == {("no_training", "simaou"): True, ("no_training", "simam_delta"): False,
                         ("trained_embeddings", "simaou"): False, ("trained_embeddings", "simam_delta"): None}
     assert "does not hold" in outcomes[1].message and "no_training run" in outcomes[1].message
+    # output: real FT against shuffled-label FT (closer to ICL in KL, but fewer shared top-10 tokens here)
     out = {o.check.metric: o for o in check_control("output", base, {})}
     assert out["kl_icl_ft"].passed is True and out["top10_icl_ft"].passed is False
+    assert out["kl_icl_ft"].check.control_metric == "kl_icl_ft_shuffled"
     assert check_control("output", base, {}, margin=0.25)[0].passed is False  # 0.5 - 0.3 < 0.25
     lcgd = check_control("lcgd", base, {"lcgd": _analysis(simaou=0.3, simaou_unnormalised=0.1, simam_delta=0.2)})
     assert [o.passed for o in lcgd] == [None] * 3 and "reported" in lcgd[0].message
