@@ -1,114 +1,101 @@
-"""pytest-icl next to lm-eval on the same prompts: token ids, log-probabilities, accuracy, speed.
+"""pytest-icl next to the real lm-eval on the shipped tasks: same prompts, log-probabilities and accuracy.
 
-    python benchmarks/lm_eval_parity.py [--model smollm2-135m] [--tasks sentiment_blue_red topic_nonce]
+    python benchmarks/lm_eval_parity.py [--model smollm2-135m] [--tasks sentiment_blue_red topic_nonce] [--limit 64]
 
-For each task (k=16 demonstrations, the first 64 eval documents) the ICL requests are built as
-lm-eval's ``construct_requests`` builds a ``multiple_choice`` request — ``(few-shot context,
-target_delimiter + choice)`` per choice — and scored twice on the same model object:
+For each task lm-eval runs as a user runs it, ``lm_eval.simple_evaluate`` with ``--model hf`` on
+the model's folder (for the embedded SmolLM2, its dequantised safetensors cache), the shipped
+YAML unchanged (``--include_path tasks``: its ``num_fewshot``, its ``first_n`` sampler over the
+pool shuffled by ``shuffle_seed_<s>``) and ``--limit``. pytest-icl loads the same task
+(``load_task``, ``limit``) and runs its ICL stage (``run_settings``, attention capture on, as in a
+run). The table gives, per task: the documents whose every choice request has pytest-icl's prompt
+as its context, the largest per-choice |Δ log-probability| against lm-eval's ``resps``, both
+accuracies (they must be equal), and the seconds of pytest-icl's ICL stage and of the whole
+``simple_evaluate`` call (which also loads the model and builds the task, so it is not a speed
+ratio). ``tests/unit/test_lm_eval_parity.py`` asserts the same on a tiny random model.
 
-* by ``lm_eval.models.huggingface.HFLM.loglikelihood`` (batch size 16, as pytest-icl's default);
-* by pytest-icl's ICL stage (``runs.score_setting`` with the attention capture on, as in a run).
+Measured (SmolLM2-135M-Instruct, fp32, all 64 test documents, shared 2-core CPU; the accuracies are the
+ICL numbers in the YAML headers)::
 
-It prints how many documents get identical token ids (every choice's context and continuation
-ids equal ``HFLM._encode_pair``), the largest per-choice |Δ log-probability|, both accuracies,
-and the ICL-stage speed ratio (lm-eval's seconds over pytest-icl's). Measured before the
-lm-eval tokenisation (issue 8): ids identical 0/64, max |Δ| 0.41 and 1.45 nats, speed ratio 14.6x
-and 13.5x. Figures on a shared 2-core CPU may be inflated by other processes.
-
-Measured after it (SmolLM2-135M fp32, --threads 1, shared 2-core CPU)::
-
-    task                  ids equal  max|Δlogp|  acc icl  acc lm-eval   icl s  lm-eval s  ratio
-    sentiment_blue_red       64/64    9.18e-06    0.875        0.875    6.46      80.86  12.5x
-    topic_nonce              64/64    1.38e-05    0.812        0.812   18.82     338.31  18.0x
-
-In the same process the code before the change gave 12.7x and 12.9x (its ICL stage 6.36 s and
-26.20 s): the ratio holds on the single-token task and grows with the two-level scoring.
+    # smollm2-135m, float32, --limit None; simple_evaluate 647.5 s in all
+    task                   k  docs  same context  max|Δlogp|  acc icl  acc lm-eval   icl s
+    antonym_choice        16    64        64/64     3.05e-05    0.766        0.766    2.71
+    sentiment_blue_red    16    64        64/64     1.59e-05    0.875        0.875   32.98
+    syllable_first        16    64        64/64     2.05e-05    0.969        0.969   38.62
+    topic_nonce           16    64        64/64     2.72e-05    0.812        0.812   59.98
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
+MADE_UP = ("antonym_choice", "sentiment_blue_red", "syllable_first", "topic_nonce")
 
 
-def _requests(task):
-    from lm_eval.api.instance import Instance
+def lm_eval_run(folder: Path, names: list[str], *, limit: int | None, batch_size: int, device: str) -> tuple[dict, float]:
+    """``lm_eval run --model hf --model_args pretrained=FOLDER --include_path tasks --tasks ... --limit N``."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
 
-    return [
-        [
-            Instance(request_type="loglikelihood", doc={}, arguments=(task.prompt(example), task.target_delimiter + choice), idx=j)
-            for j, choice in enumerate(example.choices)
-        ]
-        for example in task.eval_examples
-    ]
-
-
-def _our_request_ids(encoded, i: int):
-    """(context ids, continuation ids) per choice of example ``i``."""
-    return [(list(encoded.icl.contexts[i]), list(c)) for c in encoded.icl.continuations[i]]
+    start = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={folder},dtype=float32", device=device, batch_size=batch_size,
+        tasks=names, task_manager=TaskManager(include_path=str(TASKS), include_defaults=False), limit=limit, log_samples=True,
+    )  # fmt: skip
+    return out, time.perf_counter() - start
 
 
-def side_by_side(model, tokenizer, name: str, *, shots: int = 16, limit: int = 64, batch_size: int = 16) -> dict:
+def side_by_side(lm, name: str, out: dict, *, limit: int | None, batch_size: int) -> dict:
     import torch
-    from lm_eval.models.huggingface import HFLM
 
     from pytest_icl.engine.capture import AttentionCapture
     from pytest_icl.engine.encoding import encode_task, max_positions
     from pytest_icl.engine.runs import score_setting
     from pytest_icl.tasks.loading import TaskSource, load_task
 
-    task = load_task(TaskSource.from_path(TASKS / name / f"{name}.yaml"), shots=shots, limit=limit)
+    task = load_task(TaskSource.from_path(TASKS / name / f"{name}.yaml"), limit=limit)
     gold = torch.tensor([e.gold for e in task.eval_examples])
-    requests = _requests(task)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
-    with torch.no_grad():  # the first forward after loading pages the weights in: not part of either timing
-        model(input_ids=torch.tensor([lm._encode_pair(*requests[0][0].args)[0][:8]], device=model.device))
-
     start = time.perf_counter()
-    encoded = encode_task(task, tokenizer, max_length=max_positions(model.config))
-    capture = AttentionCapture(model)
+    encoded = encode_task(task, lm.tokenizer, max_length=max_positions(lm.model.config))
+    capture = AttentionCapture(lm.model)
     try:
-        ours = score_setting(
-            model, capture, encoded, gold, prefix=encoded.icl_prefix, context_spans=encoded.demo_spans, batch_size=batch_size
-        )
+        ours = score_setting(lm.model, capture, encoded.icl, gold, context_spans=encoded.demo_spans, batch_size=batch_size)
     finally:
         capture.remove()
-    ours_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
 
-    start = time.perf_counter()
-    scores = iter(lm.loglikelihood([r for rs in requests for r in rs], disable_tqdm=True))
-    theirs_seconds = time.perf_counter() - start
-    theirs = torch.full_like(ours.logprobs, float("-inf"))
-    for i, rs in enumerate(requests):
-        for j in range(len(rs)):
-            theirs[i, j] = next(scores)[0]
-
-    same_ids = sum(
-        all(lm._encode_pair(*r.args) == ids for r, ids in zip(rs, _our_request_ids(encoded, i))) for i, rs in enumerate(requests)
-    )
-    finite = torch.isfinite(theirs)
+    samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+    same_context, delta = 0, 0.0
+    for i, (sample, example) in enumerate(zip(samples, task.eval_examples)):
+        same_context += {argument[0] for argument in sample["arguments"]} == {task.prompt(example)}
+        theirs = torch.tensor([resp[0][0] for resp in sample["resps"]], dtype=torch.float64)
+        delta = max(delta, float((ours.logprobs[i, : len(theirs)].double() - theirs).abs().max()))
     return {
         "task": name,
-        "n": len(requests),
-        "same_ids": same_ids,
-        "max_abs_delta": float((ours.logprobs - theirs)[finite].abs().max()),
-        "acc_ours": float(ours.correct.float().mean()),
-        "acc_lm_eval": float((theirs.argmax(dim=1) == gold).float().mean()),
-        "ours_s": ours_seconds,
-        "lm_eval_s": theirs_seconds,
+        "k": task.settings.shots,
+        "n": len(task.eval_examples),
+        "lm_eval_n": len(samples),
+        "same_context": same_context,
+        "max_abs_delta": delta,
+        "acc_ours": int(ours.correct.sum()) / len(task.eval_examples),
+        "acc_lm_eval": out["results"][name]["acc,none"],
+        "ours_s": seconds,
     }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--tasks", nargs="+", default=["sentiment_blue_red", "topic_nonce"])
-    parser.add_argument("--threads", type=int, help="torch CPU threads (1 steadies the ratio on a shared machine)")
+    parser.add_argument("--tasks", nargs="+", default=list(MADE_UP))
+    parser.add_argument("--limit", type=int, default=None, help="lm-eval's --limit: the first N documents (default: all)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 steadies the timings on a shared machine)")
     args = parser.parse_args(argv)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the made-up tasks' data is shipped; nothing to fetch
     if args.threads:
         import torch
 
@@ -117,14 +104,20 @@ def main(argv=None) -> int:
     from pytest_icl.models.loading import load_model
 
     with load_model(args.model) as lm:
-        print(f"{'task':<20} {'ids equal':>10} {'max|Δlogp|':>11} {'acc icl':>8} {'acc lm-eval':>12} {'icl s':>7} {'lm-eval s':>10} {'ratio':>6}")
+        out, lm_eval_seconds = lm_eval_run(lm.path, args.tasks, limit=args.limit, batch_size=args.batch_size, device=str(lm.device))
+        print(
+            f"# {args.model} ({lm.path}), {str(lm.dtype).removeprefix('torch.')}, --limit {args.limit}; simple_evaluate {lm_eval_seconds:.1f} s in all"
+        )
+        print(f"{'task':<20} {'k':>3} {'docs':>5} {'same context':>13} {'max|Δlogp|':>11} {'acc icl':>8} {'acc lm-eval':>12} {'icl s':>7}")
+        equal = True
         for name in args.tasks:
-            row = side_by_side(lm.model, lm.tokenizer, name)
+            row = side_by_side(lm, name, out, limit=args.limit, batch_size=args.batch_size)
+            equal &= row["acc_ours"] == row["acc_lm_eval"] and row["same_context"] == row["n"] == row["lm_eval_n"]
             print(
-                f"{row['task']:<20} {row['same_ids']:>6}/{row['n']:<3} {row['max_abs_delta']:>11.2e} {row['acc_ours']:>8.3f} "
-                f"{row['acc_lm_eval']:>12.3f} {row['ours_s']:>7.2f} {row['lm_eval_s']:>10.2f} {row['lm_eval_s'] / row['ours_s']:>5.1f}x"
+                f"{row['task']:<20} {row['k']:>3} {row['n']:>5} {row['same_context']:>9}/{row['lm_eval_n']:<3} {row['max_abs_delta']:>11.2e} "
+                f"{row['acc_ours']:>8.3f} {row['acc_lm_eval']:>12.3f} {row['ours_s']:>7.2f}"
             )
-    return 0
+    return 0 if equal else 1
 
 
 if __name__ == "__main__":

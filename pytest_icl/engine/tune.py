@@ -141,6 +141,11 @@ class LrChoice:
     reason: str
     trials: tuple[LrTrial, ...] = ()
 
+    @property
+    def fell_back(self) -> bool:
+        """``lr: auto`` could not choose (no validation split): FT uses a fixed lr, and :attr:`reason` says why."""
+        return self.source == "fixed"
+
 
 def _choice_reason(sweep: LrSweep) -> str:
     best = sweep.best
@@ -204,7 +209,11 @@ def choose_lr(
         task = load_task(source, shots=shots, seed=seed, position=position, data=data, split="validation")
     except NoValidationSplit:
         fixed = FALLBACK_LR if settings.lr == AUTO_LR else settings.lr
-        why = "--icl-data gives it only train and eval files" if data else "its YAML declares no validation_split"
+        why = (
+            "--icl-data gives it only train and eval files; a validation file (DIR/validation.*, or TRAIN,VALIDATION,TEST) lets it choose"
+            if data
+            else "its YAML declares no validation_split"
+        )
         uses = f"the default lr {fixed:g} (its lr is 'auto')" if settings.lr == AUTO_LR else f"its fixed lr {fixed:g}"
         return LrChoice(fixed, "fixed", f"{source.name}: no validation split to choose the FT lr on ({why}); FT uses {uses}.")
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")

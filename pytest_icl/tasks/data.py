@@ -14,6 +14,7 @@ Example::
     config = absolute_data_files(config, yaml_path.parent)
     check_data_files(config, origin=str(yaml_path), base=yaml_path.parent)
     config = local_data_config(config, "train.jsonl,test.jsonl")      # --icl-data TASK=TRAIN,EVAL
+    config = local_data_config(config, "data/sst2")   # --icl-data TASK=DIR: train.*, validation.*, test.*
 """
 
 from __future__ import annotations
@@ -93,31 +94,60 @@ def check_data_files(config: dict[str, Any], *, origin: str, base: Path | None) 
         raise TaskDataMissing(f"{origin}: the data folder {data_dir} (dataset_kwargs.data_dir) does not exist{where}.")
 
 
+def _folder_files(folder: Path) -> list[str]:
+    """``train.*``, ``validation.*`` and ``test.*`` of a ``--icl-data`` folder, as a file list.
+
+    Without a test file the validation (or ``eval.*``) file is the one scored, as lm-eval scores
+    its validation split when there is no test split; the FT lr then has no split of its own.
+    """
+    found = {}
+    for stem in ("train", "validation", "test", "eval"):
+        found[stem] = sorted(p for p in folder.iterdir() if p.stem == stem and p.suffix in _BUILDERS)
+    for stem, paths in found.items():
+        if len(paths) > 1:
+            raise TaskSettingsError(f"--icl-data folder {folder} has {len(paths)} {stem} files ({', '.join(p.name for p in paths)}); keep one")
+    scored = found["test"] or found["eval"]
+    if not found["train"] or not (scored or found["validation"]):
+        raise TaskDataMissing(
+            f"--icl-data folder {folder} needs a train.* file and a test.* file (the scored split), and may hold a "
+            "validation.* file (where lr: auto chooses the FT lr); with no test.*, validation.* is scored."
+        )
+    if not scored:
+        return [str(found["train"][0]), str(found["validation"][0])]
+    return [str(p[0]) for p in (found["train"], found["validation"], scored) if p]
+
+
 def local_data_config(config: dict[str, Any], data: str) -> dict[str, Any]:
-    """Point a task at local files: ``DIR`` (train.* and test.*/validation.*) or ``TRAIN,EVAL``."""
+    """Point a task at local files: ``DIR``, ``TRAIN,EVAL`` or ``TRAIN,VALIDATION,TEST``.
+
+    The first file is the demonstration pool (split ``train``), the last the scored split
+    (``test``), and a middle one the ``validation`` split that ``lr: auto`` chooses the FT lr on.
+    The task's own splits, hub dataset and loader are replaced; everything else (templates,
+    ``fewshot_config`` and so the demonstration seed) is kept.
+    """
     parts = [p for p in data.split(",") if p]
-    if len(parts) == 1 and Path(parts[0]).is_dir():
-        folder = Path(parts[0])
-        train = sorted(p for p in folder.iterdir() if p.stem == "train")
-        evaluation = sorted(p for p in folder.iterdir() if p.stem in ("test", "validation", "eval"))
-        if not train or not evaluation:
-            raise TaskDataMissing(f"--icl-data folder {folder} needs a train.* file and a test.* (or validation.*) file")
-        parts = [str(train[0]), str(evaluation[0])]
-    if len(parts) != 2:
-        raise TaskSettingsError(f"--icl-data expects TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE, got {data!r}")
+    if len(parts) == 1 and Path(parts[0]).expanduser().is_dir():
+        parts = _folder_files(Path(parts[0]).expanduser())
+    if len(parts) not in (2, 3):
+        raise TaskSettingsError(f"--icl-data expects TASK=DIR, TASK=TRAIN_FILE,EVAL_FILE or TASK=TRAIN,VALIDATION,TEST files, got {data!r}")
     paths = [Path(p).expanduser().resolve() for p in parts]
     for path in paths:
         if not path.is_file():
             raise TaskDataMissing(f"--icl-data: no such file {path}")
     suffixes = {p.suffix for p in paths}
     if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS or ".txt" in suffixes:
-        raise TaskSettingsError(f"--icl-data files must both be .jsonl, .json, .csv or .parquet, got {[p.name for p in paths]}")
+        raise TaskSettingsError(
+            f"--icl-data files must {'both' if len(paths) == 2 else 'all'} be .jsonl, .json, .csv or .parquet, got {[p.name for p in paths]}"
+        )
+    splits = dict(zip(("train", "validation", "test") if len(paths) == 3 else ("train", "test"), map(str, paths)))
     config = {k: v for k, v in config.items() if k not in ("validation_split", "dataset_name", "custom_dataset")}
     config.update(
         dataset_path=_BUILDERS[paths[0].suffix],
-        dataset_kwargs={"data_files": {"train": str(paths[0]), "test": str(paths[1])}},
+        dataset_kwargs={"data_files": splits},
         training_split="train",
         fewshot_split="train",
         test_split="test",
     )
+    if "validation" in splits:
+        config["validation_split"] = "validation"
     return config

@@ -120,6 +120,8 @@ def parse_setting(name: str, value: Any, *, where: str) -> Any:
 class TaskSettings:
     """The ``metadata.icl`` key of a task YAML (command-line options override it)."""
 
+    # k and the demonstration seed as the file states them; a loaded task's come from the YAML too
+    # (num_fewshot, fewshot_config's shuffle_seed_S; see pytest_icl.tasks.fewshot). Seed 0: the pool unshuffled.
     shots: int = 16
     seed: int = 1
     lr: float | str = 1e-2  # or "auto": chosen per model on the validation split (pytest_icl.engine.tune.choose_lr)
@@ -172,10 +174,18 @@ def settings_of(data: dict[str, Any], *, origin: str, warn: bool = True) -> dict
 
 
 class _TolerantLoader(yaml.SafeLoader):
-    """Reads lm-eval YAML without resolving ``!function`` tags (collection only needs names)."""
+    """Reads lm-eval YAML without resolving ``!function`` tags (collection only needs names).
+
+    A tagged scalar is kept as its text, ``"!function pytest_icl.tasks.fewshot.shuffle_seed_1"``,
+    so that collection can read the demonstration seed a task's ``fewshot_config`` names.
+    """
 
 
-_TolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix}")
+def _tagged(loader, suffix: str, node) -> str:
+    return f"!{suffix} {node.value}" if isinstance(node, yaml.ScalarNode) else f"!{suffix}"
+
+
+_TolerantLoader.add_multi_constructor("!", _tagged)
 
 
 def _parse(path: Path) -> Any:

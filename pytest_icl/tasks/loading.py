@@ -1,16 +1,20 @@
 """ICL tasks from lm-eval task definitions: built-in names, YAML files, or inline examples.
 
-lm-eval does the dataset loading and the rendering (``doc_to_text``, ``doc_to_choice``,
-``doc_to_target``); this module picks the demonstrations and eval examples the way Dai et al.
-do and freezes them into a plain :class:`IclTask`. Reading task files without lm-eval (names,
-settings, which YAMLs are tasks) is :mod:`pytest_icl.tasks.files`; its names are re-exported here.
+lm-eval does the dataset loading, the choice of demonstrations and the rendering; this module
+fixes the few-shot config so that lm-eval's pick is one set for every eval document
+(:mod:`pytest_icl.tasks.fewshot`), and freezes what lm-eval gives into a plain :class:`IclTask`.
+Reading task files without lm-eval (names, settings, which YAMLs are tasks) is
+:mod:`pytest_icl.tasks.files`; its names are re-exported here.
 
-* Demonstrations: the first k of the few-shot pool shuffled with the task seed (definitions §3), the
-  same fixed list for every eval example, for ICL and for FT.
-* Eval examples: the eval split (test, else validation) shuffled with seed 1, first ``limit``,
-  leaving out any whose prompt is also a demonstration's (its answer would be in the context).
-* Prompts: ``description + Σ(demo + fewshot_delimiter) + query``, which is what lm-eval's
-  ``fewshot_context`` renders (a test checks it against lm-eval).
+* Demonstrations: ``task.sampler.sample(k)`` of lm-eval's ``first_n`` sampler over the few-shot
+  pool, which ``fewshot_config.process_docs: shuffle_seed_<s>`` shuffles (definitions §3); the same
+  fixed list for every eval example, for ICL and for FT.
+* Eval examples: lm-eval's eval documents in lm-eval's order, the first ``limit`` of them, as
+  ``lm_eval --limit N`` scores them. They do not depend on the seed, so every demonstration draw
+  of a pair is scored on the same examples. One whose prompt is also a demonstration's is
+  scored, as lm-eval scores it, and a warning counts them.
+* Prompts: ``description + Σ(demo + fewshot_delimiter) + query``, checked for every eval example
+  against lm-eval's own ``fewshot_context``; a task lm-eval renders otherwise is refused.
 
 Relative ``data_files`` are relative to the YAML file. lm-eval itself resolves them against the
 working directory; the shipped YAMLs therefore load their files through
@@ -21,6 +25,8 @@ Example::
 
     task = load_task(TaskSource.from_path("tasks/antonym_choice/antonym_choice.yaml"), limit=32)
     task.prompt(task.eval_examples[0])
+    task.notes          # where pytest-icl departs from lm-eval run on the YAML (k, the demonstrations)
+    task.lm_eval_yaml   # a YAML with which lm-eval shows exactly these demonstrations
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from pytest_icl.errors import NoValidationSplit  # noqa: F401 - defined in error
 
 import copy
 import hashlib
+import itertools
 import json
 import os
-import random
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +45,7 @@ from typing import Any
 
 from pytest_icl.models.loading import default_cache_root, go_offline_if_hub_unreachable
 from pytest_icl.tasks.data import absolute_data_files, check_data_files, load_yaml_relative_files, local_data_config
+from pytest_icl.tasks.fewshot import ShuffledPool, check_prompts, fixed_demonstrations, lm_eval_yaml, plan_fewshot
 from pytest_icl.tasks.files import (  # noqa: F401 - re-exported: the public names of tasks
     AUTO_LR,
     TaskDataMissing,
@@ -50,6 +57,7 @@ from pytest_icl.tasks.files import (  # noqa: F401 - re-exported: the public nam
     TaskSource,
     TaskUnavailable,
     TaskWarning,
+    _stable,
     find_task,
     is_task_file,
     parse_setting,
@@ -78,6 +86,12 @@ class IclTask:
     eval_examples: tuple[Example, ...]
     settings: TaskSettings
     config_hash: str  # config + demonstrations + eval examples: a changed task never matches a stale baseline
+    # Where the demonstrations come from ("the first 16 of split 'train' shuffled with seed 1"),
+    # where pytest-icl departs from lm-eval run on the YAML as written (k, the sampler, the seed),
+    # and a task YAML with which lm-eval shows exactly these demonstrations.
+    draw: str = ""
+    notes: tuple[str, ...] = ()
+    lm_eval_yaml: str = ""
 
     def demonstration_text(self, example: Example) -> str:
         """One demonstration as ICL shows it and FT trains on it: query, delimiter, answer."""
@@ -155,8 +169,9 @@ def _builtin_config(name: str) -> tuple[dict[str, Any], Path]:
 # ---- building through lm-eval
 
 
-def _lm_eval_config(source: TaskSource, data: str | None) -> dict[str, Any]:
-    base = None
+def _lm_eval_config(source: TaskSource, data: str | None) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
+    """(the config as lm-eval reads the source, the config pytest-icl builds, the YAML file or None)."""
+    base = yaml_path = None
     if source.config is not None:
         config = dict(source.config)
     elif source.path is not None:
@@ -166,11 +181,13 @@ def _lm_eval_config(source: TaskSource, data: str | None) -> dict[str, Any]:
             config = load_yaml(source.path)
         except Exception as error:  # lm-eval raises bare ValueErrors/ImportErrors for bad files
             raise TaskDefinitionError(f"{source.path}: lm-eval cannot read this task file: {error}") from None
-        base = source.path.parent
-        config = absolute_data_files(config, base)
+        yaml_path, base = source.path, source.path.parent
     else:
         config, yaml_path = _builtin_config(source.name)
+    original = dict(config)
+    if yaml_path is not None:
         config = absolute_data_files(config, yaml_path.parent)
+    config = dict(config)
     config.pop("icl", None)
     if config.get("custom_dataset") is load_yaml_relative_files:
         del config["custom_dataset"]  # the data files are absolute already: lm-eval's own json/csv loading does the rest
@@ -185,9 +202,9 @@ def _lm_eval_config(source: TaskSource, data: str | None) -> dict[str, Any]:
             "[\"negative\", \"positive\"]), the name of a column holding each row's choices, or a Jinja template."
         )
     if data:
-        return local_data_config(config, data)
+        return original, local_data_config(config, data), yaml_path
     check_data_files(config, origin=source.origin, base=base)
-    return config
+    return original, config, yaml_path
 
 
 def _first_line(error: BaseException) -> str:
@@ -204,8 +221,8 @@ def _build_lm_eval_task(config: dict[str, Any], origin: str):
     except (ConnectionError, OSError) as error:
         raise TaskUnavailable(
             f"{origin}: its data cannot be loaded ({type(error).__name__}: {_first_line(error)}). "
-            "Download the dataset while online (it is then read from the Hugging Face cache), or run it "
-            "on local files with --icl-data TASK=TRAIN_FILE,EVAL_FILE."
+            "Download the dataset while online (it is then read from the Hugging Face cache), or run it on local "
+            "files with --icl-data TASK=DIR (train.*, validation.*, test.*) or TASK=TRAIN_FILE,EVAL_FILE."
         ) from None
     except Exception as error:
         message = _first_line(error)
@@ -222,9 +239,12 @@ def _build_lm_eval_task(config: dict[str, Any], origin: str):
     return next(iter(tasks.values()))
 
 
-def _to_example(task, doc, origin: str) -> Example:
+def _to_example(task, doc, origin: str, fewshot=None) -> Example:
+    """``doc`` rendered by lm-eval: as an eval document, or with ``fewshot`` (``task.fewshot_cfg``) as a demonstration."""
     try:
-        text, choices, target = task.doc_to_text(doc), task.doc_to_choice(doc), task.doc_to_target(doc)
+        text = task.doc_to_text(doc, fewshot.doc_to_text) if fewshot else task.doc_to_text(doc)
+        choices = task.doc_to_choice(doc, fewshot.doc_to_choice) if fewshot and fewshot.doc_to_choice else task.doc_to_choice(doc)
+        target = task.doc_to_target(doc, fewshot.doc_to_target) if fewshot else task.doc_to_target(doc)
     except Exception as error:  # a template naming a missing column, a !function that raises, ...
         columns = ", ".join(doc) if isinstance(doc, dict) else type(doc).__name__
         raise TaskDefinitionError(
@@ -247,13 +267,9 @@ def _to_example(task, doc, origin: str) -> Example:
     return Example(text=text, choices=tuple(choices), gold=target)
 
 
-def _shuffled(docs, seed: int) -> list:
-    # Dai et al. shuffle with datasets' Dataset.shuffle(seed); lists (custom splits) use random.
-    if hasattr(docs, "shuffle") and hasattr(docs, "select"):
-        return list(docs.shuffle(seed=seed))
-    docs = list(docs)
-    random.Random(seed).shuffle(docs)
-    return docs
+def _hash_default(value: Any) -> str:
+    # A callable by its import name (a ShuffledPool by its seed), never by its memory address.
+    return repr(value) if isinstance(value, ShuffledPool) else _stable(value)
 
 
 def _hash(config: dict[str, Any], demonstrations, eval_examples) -> str:
@@ -270,58 +286,54 @@ def _hash(config: dict[str, Any], demonstrations, eval_examples) -> str:
             "eval": [vars(e) for e in eval_examples],
         },
         sort_keys=True,
-        default=str,
+        default=_hash_default,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _eval_split(task, split: str | None, origin: str):
+def _eval_docs(task, split: str | None, limit: int | None, origin: str) -> list:
+    """The first ``limit`` documents lm-eval scores, in its order (``Task.doc_iterator(limit=N)``)."""
     if split is None:
-        return task.eval_docs
-    if split != "validation":
+        docs = task.eval_docs
+    elif split != "validation":
         raise TaskSettingsError(f"{origin}: unknown split {split!r}; give 'validation' or none (the task's eval split)")
-    if not task.has_validation_docs():
+    elif not task.has_validation_docs():
         raise NoValidationSplit(
             f"{origin}: no validation split to choose hyper-parameters on; add validation_split "
-            "(and its data file) to the task YAML"
+            "(and its data file) to the task YAML, or give --icl-data a validation file"
         )
-    return task.validation_docs()
+    else:
+        docs = task.validation_docs()
+    docs = list(itertools.islice(docs, limit))  # iterating a Dataset gives its rows, as lm-eval's doc_iterator does
+    if not docs:
+        raise TaskDefinitionError(f"{origin}: the eval split is empty")
+    return docs
 
 
-def _eval_examples(task, docs, demonstrations, limit: int | None, origin: str) -> tuple[Example, ...]:
-    """The first ``limit`` eval examples that are not demonstrations.
+def _warn_leaks(demonstrations, eval_examples, origin: str) -> None:
+    """lm-eval scores an eval document even when its prompt is a demonstration's; so does pytest-icl, and says so.
 
-    An eval example whose prompt is also a demonstration's would have its answer in the ICL
-    context (a leak: lm-eval #4145), and FT would have trained on it. It is left out with a
-    warning, so ``limit`` still counts clean examples; real datasets do repeat sentences across
-    splits, and a local copy may point train and eval at the same file.
+    Its answer is then in the ICL context (lm-eval #4145) and FT trained on it, so ICL and FT both
+    have it easy there. Real datasets repeat sentences across splits, and a local copy may point
+    train and eval at the same file.
     """
     shown = {d.text for d in demonstrations}
-    examples, leaked = [], 0
-    for doc in docs:
-        if limit is not None and len(examples) == limit:
-            break
-        example = _to_example(task, doc, origin)
-        if example.text in shown:
-            leaked += 1
-        else:
-            examples.append(example)
+    leaked = sum(e.text in shown for e in eval_examples)
     if leaked:
         warnings.warn(
-            TaskWarning(f"{origin}: left out {leaked} eval example(s) whose prompt is also a demonstration's"),
+            TaskWarning(
+                f"{origin}: {leaked} of {len(eval_examples)} eval examples have the same prompt as a demonstration, so "
+                "their answer is in the ICL context and FT trained on it; they are scored, as lm-eval scores them"
+            ),
             stacklevel=3,
         )
-    if not examples:
-        raise TaskDefinitionError(
-            f"{origin}: the eval split is empty" + (" once the examples that are also demonstrations are left out" if leaked else "")
-        )
-    return tuple(examples)
 
 
 def task_settings(source: TaskSource, **overrides: Any) -> TaskSettings:
     """The task's settings with the non-None overrides (``shots=``, ``seed=``, ``lr=``, ``position=``).
 
     An override's error names its option (``--icl-shots``), a file setting's error names the file.
+    k and the seed as a loaded task has them also depend on the YAML (:func:`load_task`).
     """
     parsed = {k: parse_setting(k, v, where=f"--icl-{k}") for k, v in overrides.items() if v is not None}
     return replace(TaskSettings.from_mapping(source.settings, origin=source.origin), **parsed)
@@ -340,29 +352,33 @@ def load_task(
 ) -> IclTask:
     """Build the task through lm-eval and freeze its demonstrations and eval examples.
 
-    ``split="validation"`` scores the task's validation split instead of its eval split (test,
-    else validation): the split hyper-parameters are chosen on (``pytest_icl.engine.tune``). ``lr`` may
-    be ``"auto"``; the task then keeps ``settings.lr == "auto"`` until ``IclTask.with_lr``.
+    k is ``shots``, else ``metadata.icl.shots``, else the YAML's ``num_fewshot``; ``seed`` picks
+    the demonstration draw (:mod:`pytest_icl.tasks.fewshot`: 0 is the pool unshuffled, s the pool
+    shuffled with ``shuffle_seed_s``) and never changes the eval examples. ``limit`` takes
+    lm-eval's first N eval documents (``lm_eval --limit N``). ``split="validation"`` scores the
+    task's validation split instead of its eval split (test, else validation): the split
+    hyper-parameters are chosen on (``pytest_icl.engine.tune``). ``lr`` may be ``"auto"``; the
+    task then keeps ``settings.lr == "auto"`` until ``IclTask.with_lr``.
     """
-    settings = task_settings(source, shots=shots, seed=seed, lr=lr, position=position)
+    settings = task_settings(source, lr=lr, position=position)
     limit = None if limit is None else parse_setting("limit", limit, where="--icl-limit")
     go_offline_if_hub_unreachable()  # before datasets is imported: it reads the variables at import
-    config = _lm_eval_config(source, data)
-    task = _build_lm_eval_task(copy.copy(config), source.origin)
+    original, config, yaml_path = _lm_eval_config(source, data)
+    plan = plan_fewshot(config, source.settings, shots=shots, seed=seed, origin=source.origin, split=split)
+    settings = replace(settings, shots=plan.shots, seed=plan.seed)
+    task = _build_lm_eval_task(copy.copy(plan.config), source.origin)
     if task.OUTPUT_TYPE != "multiple_choice":
         raise TaskDefinitionError(
             f"{source.origin}: output_type is {task.OUTPUT_TYPE!r}; pytest-icl compares answer choices, "
             "so the task must be 'multiple_choice' (with doc_to_choice)."
         )
-    pool = task.fewshot_docs()
-    if pool is None or len(pool) == 0:
+    if not getattr(task, "sampler", None) or not task.sampler.df:  # lm-eval makes no sampler without a pool
         raise TaskDefinitionError(f"{source.origin}: no few-shot split (set training_split or fewshot_split)")
-    if len(pool) < settings.shots:
-        raise TaskSettingsError(f"{source.origin}: {settings.shots} shots asked, but the few-shot split has only {len(pool)} examples")
-    demonstrations = tuple(_to_example(task, d, source.origin) for d in _shuffled(pool, settings.seed)[: settings.shots])
-    eval_examples = _eval_examples(task, _shuffled(_eval_split(task, split, source.origin), 1), demonstrations, limit, source.origin)
-    description = task.config.description or ""
-    return IclTask(
+    demonstrations = tuple(_to_example(task, d, source.origin, task.fewshot_cfg) for d in fixed_demonstrations(task, plan.shots, source.origin))
+    docs = _eval_docs(task, split, limit, source.origin)
+    eval_examples = tuple(_to_example(task, d, source.origin) for d in docs)
+    description = task.resolve_field(docs[0], task.config.description) or ""
+    frozen = IclTask(
         name=source.name,
         description=description if isinstance(description, str) else str(description),
         target_delimiter=task.config.target_delimiter,
@@ -370,5 +386,13 @@ def load_task(
         demonstrations=demonstrations,
         eval_examples=eval_examples,
         settings=settings,
-        config_hash=_hash(config, demonstrations, eval_examples),
+        config_hash=_hash(plan.config, demonstrations, eval_examples),
+        draw=plan.pool,
+        notes=plan.notes,
+        lm_eval_yaml=lm_eval_yaml(
+            f"{source.name}_k{plan.shots}_seed{plan.seed}", str(yaml_path) if yaml_path else None, original, plan.config
+        ),
     )
+    check_prompts(task, frozen, docs, source.origin)
+    _warn_leaks(demonstrations, eval_examples, source.origin)
+    return frozen

@@ -65,3 +65,26 @@ def test_bad_local_data_fails_naming_the_file(hub_tasks, data, message):
 
     result.assert_outcomes(errors=1, deselected=14)
     result.stdout.fnmatch_lines([message.replace("[", "[[]")])
+
+
+def test_lr_auto_on_a_paper_task_is_chosen_on_the_local_validation_file(project):
+    """``pytest tasks/paper --icl-task sst2 --icl-data sst2=DIR --icl-lr auto`` with DIR/train, validation and test."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(Path(__file__).resolve().parents[2] / "tasks" / "paper", project.path / "tasks" / "paper")
+    rows = [{"sentence": f"{word} film number {i}", "label": i % 2} for i, word in enumerate(["a dull", "a fine"] * 10)]
+    data = project.path / "sst2-local"
+    write_jsonl(data / "train.jsonl", rows[:8])
+    write_jsonl(data / "validation.jsonl", rows[8:13])  # 5 rows: the lr is chosen here
+    write_jsonl(data / "test.jsonl", rows[13:20])  # 7 rows, of which --icl-limit 6 are scored
+
+    result = project.run(
+        "tasks/paper", "--icl-task", "sst2", "--icl-data", f"sst2={data}", "--icl-lr", "auto", "--icl-shots", "2",
+        "--icl-threshold", "accuracy=-1", "-k", "accuracy", "--icl-report", "out",
+    )  # fmt: skip
+
+    result.assert_outcomes(passed=1, deselected=4)
+    [row] = json.loads((project.path / "out" / "results.json").read_text())["rows"]
+    assert (row["task"], row["eval"], row["shots"], row["lr_source"]) == ("sst2", 6, 2, "validation")
+    assert "chosen on 5 validation examples" in row["lr_reason"], row["lr_reason"]

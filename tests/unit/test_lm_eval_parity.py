@@ -26,7 +26,7 @@ MADE_UP = ("antonym_choice", "sentiment_blue_red", "syllable_first", "topic_nonc
 SHOTS = 2  # the tiny models take 256 positions (the tiny tokenizer needs ~40 tokens a demonstration); 2 keeps the file fast
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _task(name: str):
     return load_task(TaskSource.from_path(TASKS / name / f"{name}.yaml"), shots=SHOTS, limit=8)
 
@@ -95,3 +95,50 @@ def test_the_tiny_tokenizer_leaves_room_for_the_shots():
     tokenizer = make_tokenizer()
     for name in MADE_UP:
         assert encode_task(_task(name), tokenizer).longest_icl_input() <= 256
+
+
+# ---- the real lm-eval: simple_evaluate with --model hf on a model folder, the shipped YAMLs as they are
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from tests.tiny_models import save_tiny_model
+
+    return save_tiny_model("gpt2", tmp_path_factory.mktemp("lm-eval-parity") / "tiny-gpt2")
+
+
+def _simple_evaluate(folder: Path, limit: int | None) -> dict:
+    """``lm_eval run --model hf --model_args pretrained=FOLDER --include_path tasks --num_fewshot 2 [--limit N]``."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={folder},dtype=float32", device="cpu", batch_size=16,
+        tasks=list(MADE_UP), task_manager=TaskManager(include_path=str(TASKS), include_defaults=False),
+        num_fewshot=SHOTS, limit=limit, log_samples=True,
+    )  # fmt: skip  (seeds as lm-eval's defaults: fewshot seed 1234, which first_n does not use)
+
+
+@pytest.mark.parametrize("limit", [None, 5], ids=["all-documents", "limit-5"])
+def test_lm_eval_simple_evaluate_acc_equals_pytest_icls_icl_accuracy(tiny_folder, limit, monkeypatch):
+    from pytest_icl.engine.runs import run_settings
+    from pytest_icl.models.loading import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = _simple_evaluate(tiny_folder, limit)
+    with load_model(str(tiny_folder), device="cpu") as lm:
+        for name in MADE_UP:
+            task = load_task(TaskSource.from_path(TASKS / name / f"{name}.yaml"), shots=SHOTS, limit=limit)
+            records = run_settings(lm.model, lm.tokenizer, task)
+            assert records.prompt_tokens <= 256  # HFLM left-truncates a longer context without a word
+            samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+            assert len(samples) == len(task.eval_examples) == (limit or 64)
+            for i, (sample, example) in enumerate(zip(samples, task.eval_examples)):
+                contexts = {argument[0] for argument in sample["arguments"]}
+                assert contexts == {task.prompt(example)}, (name, i)  # lm-eval's document i, its demonstrations
+                theirs = torch.tensor([resp[0][0] for resp in sample["resps"]], dtype=torch.float64)
+                ours = records.icl.logprobs[i, : len(theirs)].double()
+                assert (ours - theirs).abs().max() < 1e-4, (name, i)
+            n = len(task.eval_examples)
+            assert out["results"][name]["acc,none"] == int(records.icl.correct.sum()) / n, name

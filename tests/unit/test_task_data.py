@@ -60,6 +60,34 @@ def test_a_folder_gives_train_and_test_and_drops_the_hub_keys(tmp_path):
     assert "dataset_name" not in out and "validation_split" not in out
 
 
+def test_a_folder_with_train_validation_and_test_gives_all_three_splits(tmp_path):
+    for split in ("train", "validation", "test"):
+        _jsonl(tmp_path / f"{split}.jsonl", ROWS)
+    config = {"dataset_path": "nyu-mll/glue", "dataset_name": "sst2", "test_split": "validation", "fewshot_config": {"sampler": "first_n"}}
+    out = local_data_config(config, str(tmp_path))
+    assert out["dataset_kwargs"]["data_files"] == {s: str(tmp_path / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    assert (out["training_split"], out["fewshot_split"], out["validation_split"], out["test_split"]) == ("train", "train", "validation", "test")
+    assert out["fewshot_config"] == {"sampler": "first_n"}  # the demonstration draw is the task's, on the local pool
+    files = ",".join(str(tmp_path / f"{s}.jsonl") for s in ("train", "validation", "test"))
+    assert local_data_config(config, files) == out  # TASK=TRAIN,VALIDATION,TEST names the same three
+
+
+def test_a_folder_with_train_and_validation_only_scores_the_validation_file(tmp_path):
+    _jsonl(tmp_path / "train.jsonl", ROWS)
+    _jsonl(tmp_path / "validation.jsonl", ROWS)
+    out = local_data_config({"validation_split": "validation"}, str(tmp_path))
+    assert out["dataset_kwargs"]["data_files"] == {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "validation.jsonl")}
+    assert "validation_split" not in out  # no split left to choose the lr on apart from the scored one
+
+
+def test_a_folder_with_two_files_for_one_split_is_refused(tmp_path):
+    _jsonl(tmp_path / "train.jsonl", ROWS)
+    _jsonl(tmp_path / "test.jsonl", ROWS)
+    (tmp_path / "test.csv").write_text("text,label\na,0\n")
+    with pytest.raises(TaskSettingsError, match="2 test files"):
+        local_data_config({}, str(tmp_path))
+
+
 def test_a_folder_without_train_says_what_it_needs(tmp_path):
     _jsonl(tmp_path / "test.jsonl", ROWS)
     with pytest.raises(TaskDataMissing, match=r"needs a train\.\* file"):
@@ -73,8 +101,10 @@ def test_a_file_pair_must_share_one_format(tmp_path):
         local_data_config({}, f"{train},{tmp_path / 'test.csv'}")
     with pytest.raises(TaskDataMissing, match="no such file"):
         local_data_config({}, f"{train},{tmp_path / 'absent.jsonl'}")
-    with pytest.raises(TaskSettingsError, match="TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE"):
-        local_data_config({}, f"{train},{train},{train}")
+    with pytest.raises(TaskSettingsError, match="TASK=DIR, TASK=TRAIN_FILE,EVAL_FILE or TASK=TRAIN,VALIDATION,TEST"):
+        local_data_config({}, f"{train},{train},{train},{train}")
+    with pytest.raises(TaskSettingsError, match=r"must all be .*got \['train.jsonl', 'train.jsonl', 'test.csv'\]"):
+        local_data_config({}, f"{train},{train},{tmp_path / 'test.csv'}")
 
 
 def test_load_yaml_relative_files_reads_beside_the_yaml(tmp_path):

@@ -1,6 +1,5 @@
 """Tasks come from lm-eval definitions and render exactly as lm-eval renders them."""
 
-import copy
 import math
 import os
 import subprocess
@@ -9,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_icl.tasks import loading as tasks_module
 from pytest_icl.engine.encoding import encode_task
+from pytest_icl.tasks import loading as tasks_module
 from pytest_icl.tasks.loading import (
     NoValidationSplit,
     TaskDataMissing,
@@ -20,9 +19,6 @@ from pytest_icl.tasks.loading import (
     TaskSource,
     TaskUnavailable,
     TaskWarning,
-    _build_lm_eval_task,
-    _lm_eval_config,
-    _shuffled,
     builtin_task_exists,
     load_task,
     read_task_header,
@@ -43,23 +39,24 @@ def _hermetic(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("path", [ANTONYMS, SENTIMENT])
 def test_prompts_equal_lm_eval_fewshot_context(path, monkeypatch, tmp_path):
+    from lm_eval.tasks import TaskManager
+
     monkeypatch.chdir(tmp_path)  # relative data files must resolve against the YAML, not the CWD
-    source = TaskSource.from_path(path)
-    task = load_task(source, shots=4, limit=5)
-    # lm-eval itself, with the same demonstrations fixed through first_n + samples
-    config = _lm_eval_config(source, None)
-    pool = _build_lm_eval_task(copy.copy(config), "test").fewshot_docs()
-    demos = _shuffled(pool, task.settings.seed)[:4]
-    config["fewshot_config"] = {"sampler": "first_n", "samples": demos}
-    config.pop("fewshot_split")  # else lm-eval prefers the split over the given samples
-    lm_task = _build_lm_eval_task(config, "test")
-    docs = _shuffled(lm_task.eval_docs, 1)[:5]
+    task = load_task(TaskSource.from_path(path), shots=4, limit=5)
+    # lm-eval itself on the shipped YAML, unchanged: its own sampler, pool order and documents
+    name = read_task_header(path)["task"]
+    lm_task = TaskManager(include_path=str(path.parent), include_defaults=False).load([name])["tasks"][name]
+    lm_task.set_fewshot_seed(1234)  # as simple_evaluate does; first_n does not depend on it
+    docs = [doc for _, doc in lm_task.doc_iterator(limit=5)]
+    assert len(docs) == len(task.eval_examples) == 5
     for doc, example in zip(docs, task.eval_examples):
         assert task.prompt(example) == lm_task.fewshot_context(doc, 4)
         assert example.text == lm_task.doc_to_text(doc)
 
 
 def test_demonstrations_are_the_first_k_of_a_seeded_shuffle():
+    import datasets
+
     source = TaskSource.from_path(ANTONYMS)
     a = load_task(source, shots=6, seed=3)
     b = load_task(source, shots=8, seed=3)
@@ -67,11 +64,16 @@ def test_demonstrations_are_the_first_k_of_a_seeded_shuffle():
     assert a.demonstrations == b.demonstrations[:6]
     assert a.demonstrations != c.demonstrations
     assert a.config_hash != c.config_hash
+    # Dai et al.'s draw: Dataset.shuffle(seed), then the first k
+    train = datasets.load_dataset("json", data_files=str(ANTONYMS.parent / "train.jsonl"))["train"]
+    assert [d.text for d in a.demonstrations] == [f"{row['word']} ->" for row in train.shuffle(seed=3).select(range(6))]
+    assert a.eval_examples == c.eval_examples  # the draw never changes what is scored
 
 
 def test_icl_key_is_read_and_overridden():
     source = TaskSource.from_path(SENTIMENT)
-    assert read_task_header(SENTIMENT)["metadata"]["icl"]["shots"] == 16
+    header = read_task_header(SENTIMENT)
+    assert header["metadata"]["icl"]["lr"] == 1.0e-2 and header["num_fewshot"] == 16  # k is lm-eval's num_fewshot
     task = load_task(source, limit=3)
     assert (task.settings.shots, task.settings.lr) == (16, 1.0e-2)
     assert task.settings.thresholds == {"accuracy": 0.15}
@@ -156,29 +158,29 @@ def test_hub_dataset_offline_is_unavailable_not_a_crash():
         load_task(TaskSource.from_path(ROOT / "tasks" / "paper" / "cb.yaml"))
 
 
-def test_eval_examples_that_are_demonstrations_are_left_out_with_a_warning(tmp_path):
+def test_eval_examples_that_are_demonstrations_are_scored_as_lm_eval_scores_them_and_counted(tmp_path):
     rows = "".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(6))
     (tmp_path / "train.jsonl").write_text(rows)
     (tmp_path / "eval.jsonl").write_text(rows + '{"text": "fresh", "label": 1}\n')
     path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 4}}\n')
     data = f"{tmp_path / 'train.jsonl'},{tmp_path / 'eval.jsonl'}"
 
-    with pytest.warns(TaskWarning, match="left out 4 eval example"):
+    with pytest.warns(TaskWarning, match="4 of 7 eval examples have the same prompt as a demonstration"):
         task = load_task(TaskSource.from_path(path), data=data)
-    shown = {d.text for d in task.demonstrations}
-    assert len(shown) == 4 and not shown & {e.text for e in task.eval_examples}
-    assert len(task.eval_examples) == 3  # 2 train rows the demonstrations did not use, and "fresh"
+    assert [e.text for e in task.eval_examples] == [f"Text: row {i} Label:" for i in range(6)] + ["Text: fresh Label:"]
+    assert {d.text for d in task.demonstrations} < {e.text for e in task.eval_examples}
+    assert task.draw == "the first 4 of split 'train' shuffled with seed 1"  # BASE has lm-eval's default sampler
 
-    with pytest.warns(TaskWarning):
-        assert len(load_task(TaskSource.from_path(path), data=data, limit=2).eval_examples) == 2  # limit counts clean ones
+    with pytest.warns(TaskWarning, match="2 of 2 eval examples"):
+        assert len(load_task(TaskSource.from_path(path), data=data, limit=2).eval_examples) == 2  # lm-eval's first 2
 
 
-def test_an_eval_split_made_only_of_demonstrations_is_an_error(tmp_path):
-    rows = "".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(4))
-    (tmp_path / "train.jsonl").write_text(rows)
-    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 4}}\n')
-    with pytest.warns(TaskWarning), pytest.raises(TaskError, match="empty once the examples that are also demonstrations"):
-        load_task(TaskSource.from_path(path), data=f"{tmp_path / 'train.jsonl'},{tmp_path / 'train.jsonl'}")
+def test_an_empty_eval_split_is_an_error(tmp_path):
+    (tmp_path / "train.jsonl").write_text("".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(4)))
+    (tmp_path / "empty.jsonl").write_text("")
+    path = _write_task(tmp_path / "task", BASE + 'doc_to_choice: ["no", "yes"]\nmetadata: {icl: {shots: 2}}\n')
+    with pytest.raises(TaskError):
+        load_task(TaskSource.from_path(path), data=f"{tmp_path / 'train.jsonl'},{tmp_path / 'empty.jsonl'}")
 
 
 # ---- bad inputs: one clear paragraph each, and the right kind of error
@@ -271,7 +273,8 @@ def test_lm_eval_indexes_every_shipped_task_and_builds_the_made_up_ones(tmp_path
     for name in MADE_UP:
         task = built[name]
         assert len(task.eval_docs) == 64 and len(task.fewshot_docs()) == 40 and len(task.validation_docs()) == 24
-        assert task.config.metadata["icl"]["shots"] == 16  # the settings ride along in metadata, unused by lm-eval
+        assert task.config.num_fewshot == 16 and repr(task.fewshot_cfg.process_docs) == "pytest_icl.tasks.fewshot.shuffle_seed_1"
+        assert "lr" in task.config.metadata["icl"]  # the settings ride along in metadata, unused by lm-eval
 
 
 def test_lm_eval_command_line_runs_a_shipped_task(tmp_path):
