@@ -190,8 +190,9 @@ class Reported:
     worker: str | None  # gw0, gw1, ... under xdist
 
 
-_SERIAL_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
-_XDIST_LINE = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+::\S+)")
+_WORDS = "PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS|UNDECIDED|INCONCLUSIVE"  # the last two: verdicts that are neither
+_SERIAL_LINE = re.compile(rf"^(\S+::\S+) ({_WORDS})\b")
+_XDIST_LINE = re.compile(rf"^\[(gw\d+)\] \[\s*\d+%\] ({_WORDS}) (\S+::\S+)")
 
 
 def reported(result: pytest.RunResult) -> list[Reported]:

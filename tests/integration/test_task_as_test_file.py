@@ -91,9 +91,10 @@ def test_tests_without_a_model_run_first_then_each_model_in_turn(outcomes):
 
 def test_every_analysed_task_gets_a_row_in_the_table(run):
     run.stdout.fnmatch_lines(["*= ICL vs finetuning =*", "model * task *"])
-    table = sorted(line.split()[1:3] for line in run.outlines if line.startswith("tiny-gpt2  "))
+    lines = run.outlines[: next((i for i, line in enumerate(run.outlines) if "verdicts: metric" in line), len(run.outlines))]
+    table = sorted(line.split()[1:3] for line in lines if line.startswith("tiny-gpt2  "))
     assert table == [["antonyms", "4"], ["inline", "2"], ["mytask", "4"], ["mytask_question", "2"]]
-    assert all(line.rstrip().endswith("  -") for line in run.outlines if line.startswith("tiny-gpt2  "))  # no property items
+    assert all(line.rstrip().endswith("  -") for line in lines if line.startswith("tiny-gpt2  "))  # no property items
 
 
 def test_example_runs_on_a_model(run, outcomes):
@@ -106,9 +107,10 @@ def test_example_runs_on_a_model(run, outcomes):
     ):
         assert example[name] == "PASSED", name
     claims = {name: outcome for name, outcome in example.items() if "finetuning" in name or "margin" in name}
-    assert len(claims) == 4 and set(claims.values()) <= {"PASSED", "FAILED"}  # a tiny random model: either
+    # a tiny random model: any; the example skips undecided and inconclusive claims with the reason
+    assert len(claims) == 4 and set(claims.values()) <= {"PASSED", "FAILED", "SKIPPED"}
     failed = sum(outcome == "FAILED" for outcome in claims.values())
-    assert run.stdout.str().count(": does not hold. ") >= failed  # each failure says which claim and why
+    assert run.stdout.str().count(": failed; ") >= failed  # each failure says which claim and why
 
 
 def test_icl_analysis_without_a_task_marker_says_what_is_missing(project):

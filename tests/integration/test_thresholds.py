@@ -34,7 +34,9 @@ def outcomes(run) -> dict[str, str]:
 
 
 def test_selected_items_ran(run, outcomes):
-    run.assert_outcomes(passed=2, failed=5, deselected=8)
+    # delta's Rec2FTP is undefined on a random model (FT fixes no zero-shot error): undecided, not failed
+    counts = run.parseoutcomes()
+    assert (counts.get("passed"), counts.get("failed"), counts.get("undecided"), counts.get("deselected")) == (2, 4, 1, 8), counts
     assert sorted(outcomes) == sorted(["alpha-accuracy", "beta-simam", *(f"delta-{name}" for name in SUITE_PROPERTIES)])
 
 
@@ -43,14 +45,14 @@ def test_command_line_beats_the_task_file(outcomes):
 
 
 def test_task_thresholds_apply_where_the_command_line_is_silent(run, outcomes):
-    assert {outcomes["beta-simam"], *(outcomes[f"delta-{name}"] for name in SUITE_PROPERTIES if name != "accuracy")} == {"FAILED"}
+    assert {outcomes["beta-simam"], *(outcomes[f"delta-{name}"] for name in ("simaou", "simam", "kendall"))} == {"FAILED"}
+    assert outcomes["delta-rec2ftp"] == "UNDECIDED"
     run.stdout.fnmatch_lines_random(
         [
-            "[[]tiny-gpt2-beta] SimAM after FT above SimAM before FT: does not hold. simam_after = *, "
-            "control simam_before = *, difference *, required ≥ +2.0000",
-            "[[]tiny-gpt2-delta] SimAOU above the fair random-update SimAOU: does not hold.*required ≥ +2.0000",
-            "[[]tiny-gpt2-delta] Kendall(ICL, FT) above Kendall(ICL, random): does not hold.*required ≥ +2.0000",
-            "[[]tiny-gpt2-delta] Rec2FTP above its chance level P(ICL right | ZSL wrong): does not hold.*required ≥ +2.0000*",
+            "[[]tiny-gpt2-beta] SimAM after FT above SimAM before FT: failed; simam_after − simam_before = * (95% CI *, margin +2.0000: failed)*",
+            "[[]tiny-gpt2-delta] SimAOU above the fair random-update SimAOU: failed; *margin +2.0000: failed*",
+            "[[]tiny-gpt2-delta] Kendall(ICL, FT) above Kendall(ICL, random): failed; *margin +2.0000: failed*",
+            "*tiny-gpt2*delta*rec2ftp*n/a*n/a*+2*undecided*",
         ]
     )
     run.stdout.no_fnmatch_line("*Traceback*")
