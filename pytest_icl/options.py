@@ -218,6 +218,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--icl-baseline-update", on_off, "write/refresh the --icl-baseline file with this run's rows instead of comparing", "flag"),
     Option("--icl-baseline-model", text_value, "compare with the stored rows of this model (NAME or NAME:DTYPE) instead of the same model's", metavar="NAME"),
     Option("--icl-tolerance", tolerance, "METRIC=VALUE: absolute tolerance of a metric in baseline comparisons", "list", "METRIC=VALUE", "icl_tolerances"),
+    Option("--icl-shard", text_value, "run shard I of N (0-based: 0/4 ... 3/4) of the model x task pairs, or N with the index from SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX", metavar="I/N"),
+    Option("--icl-rerun", on_off, "compute every pair again even when the --icl-report folder holds its result (default: resume, reusing stored pairs)", "flag"),
 )
 BY_DEST = {option.dest: option for option in OPTIONS}
 
@@ -251,6 +253,8 @@ class IclOptions:
     baseline_update: bool = False  # --icl-baseline-update: write FILE after the run instead of comparing
     baseline_model: str | None = None  # --icl-baseline-model NAME: compare with NAME's stored rows
     tolerances: dict[str, float] = field(default_factory=dict)  # --icl-tolerance METRIC=VALUE
+    shard: str | None = None  # --icl-shard I/N or N (resolved with the environment by the plugin)
+    rerun: bool = False  # --icl-rerun: compute pairs the report folder already holds
 
 
 # A raw value and where it came from ("--icl-shots" or "icl_shots (ini)"), for the messages.
@@ -283,6 +287,12 @@ def parse_options(raw: Raw, *, ini_dir: Path | None = None) -> IclOptions:
     if baseline_update and baseline_model:
         raise OptionError("--icl-baseline-model compares with stored rows; it cannot be combined with --icl-baseline-update")
     report = values.get("icl_report")
+    rerun = bool(values.get("icl_rerun"))
+    if rerun and not report:
+        raise OptionError(
+            "--icl-rerun recomputes pairs that an --icl-report folder already holds, and no --icl-report was given; "
+            "add --icl-report DIR (without it nothing is stored, so every pair is computed anyway), or drop --icl-rerun"
+        )
     # A preset fills what the run did not set itself: an explicit --icl-seeds or --icl-controls wins.
     preset = PRESETS.get(values.get("icl_preset"), {})
     return IclOptions(
@@ -311,6 +321,8 @@ def parse_options(raw: Raw, *, ini_dir: Path | None = None) -> IclOptions:
         baseline_update=baseline_update,
         baseline_model=baseline_model,
         tolerances=dict(values.get("icl_tolerance") or ()),
+        shard=values.get("icl_shard"),
+        rerun=rerun,
     )
 
 

@@ -24,6 +24,7 @@ from pytest_icl.plugin.collection import SESSION, NamedTasks, TaskFile, fail, sk
 from pytest_icl.plugin.scheduling import pin_worker
 from pytest_icl.plugin.session import IclCase, IclSession
 from pytest_icl.report.results import ResultStore
+from pytest_icl.sharding import fingerprint, resolve_shard, select
 from pytest_icl.tasks.files import TaskSource, find_task, is_task_file
 
 
@@ -77,11 +78,25 @@ def pytest_configure(config: pytest.Config) -> None:
     except IclError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[SESSION] = session
+    _progress_stream(config)
     if not is_worker:
         from pytest_icl.plugin.summary import Summary
 
-        store = ResultStore(session.options.report, model_order=session.options.models)
-        config.pluginmanager.register(Summary(session, store), "icl-summary")
+        results = ResultStore(session.options.report, model_order=session.options.models, store=session.store)
+        config.pluginmanager.register(Summary(session, results), "icl-summary")
+
+
+def _progress_stream(config: pytest.Config) -> None:
+    """Progress lines to the stderr that pytest's fd capture replaced (its saved descriptor), so a CI log shows them."""
+    from pytest_icl.plugin.session import use_stderr
+
+    capture = getattr(config.pluginmanager.getplugin("capturemanager"), "_global_capturing", None)
+    saved = getattr(getattr(capture, "err", None), "targetfd_save", None)
+    if isinstance(saved, int):
+        try:
+            use_stderr(os.fdopen(os.dup(saved), "w", encoding="utf-8", errors="replace", buffering=1))
+        except OSError:
+            pass
 
 
 def _start(config: pytest.Config, is_worker: bool) -> IclSession:
@@ -106,7 +121,25 @@ def _start(config: pytest.Config, is_worker: bool) -> IclSession:
         # Fail fast on a missing, corrupt or foreign file; with --icl-baseline-update it is read again at the end.
         baseline = read_baseline(options.baseline, missing_ok=options.baseline_update)
         session.baseline = None if options.baseline_update else baseline
+    session.shard = resolve_shard(options.shard, os.environ)
+    if options.report is not None:  # last: a run refused above leaves the folder as it was
+        session.store = open_store(options.report, session.settings, options.dtype)
     return session
+
+
+def open_store(folder: Path, settings, dtype: str, **run):
+    """The report folder as a store; its manifest keeps the run-level settings that decide a stored verdict."""
+    from pytest_icl.report.rows import library_versions
+    from pytest_icl.report.store import Store
+
+    kept = {name: getattr(settings, name) for name in STORE_SETTINGS}
+    kept["dtype"] = dtype
+    return Store.open(folder, versions=library_versions(), settings=kept, record=bool(run), **run)
+
+
+# Settings a folder's pairs share (the manifest refuses a run with others). The key has the rest;
+# data paths, the device and the batch size change no result beyond float rounding.
+STORE_SETTINGS = ("shots", "seed", "lr", "position", "limit", "thresholds", "accuracy_gate", "controls", "seeds", "shuffled")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -228,8 +261,30 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             builtins = tuple(TaskSource.builtin(name) for name, source in found.items() if source is None)
             if builtins:
                 items.extend(NamedTasks.from_parent(session, name="lm-eval-tasks", sources=builtins).collect())
+    _select_shard(config, items)
     order = {spec.id: index for index, spec in enumerate(icl.model_specs())}
     items.sort(key=lambda item: order.get(_model_id(item), -1))
+
+
+def _select_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep this shard's pairs (--icl-shard, Slurm array, indexed Job) and record the run in the store."""
+    icl = config.stash[SESSION]
+    pairs = list(dict.fromkeys((i.icl_case.model.id, i.icl_case.task.name) for i in items if hasattr(i, "icl_case")))
+    if icl.shard is not None:
+        mine = set(select(pairs, icl.shard))
+        kept, deselected = [], []
+        for item in items:
+            theirs = hasattr(item, "icl_case") and (item.icl_case.model.id, item.icl_case.task.name) not in mine
+            (deselected if theirs else kept).append(item)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+    if icl.store is not None and pairs:
+        try:
+            open_store(icl.options.report, icl.settings, icl.options.dtype, shard=str(icl.shard) if icl.shard else None,
+                       pairs=fingerprint(pairs))  # fmt: skip
+        except IclError as error:
+            raise pytest.UsageError(str(error)) from None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -330,8 +385,9 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
     Shared by every test of the same task × model: the runs happen once.
     """
     source = _task_of(request)
+    generated = getattr(request.node, "icl_case", None) is not None  # only these resume from a stored pair
     try:
-        result = icl_session.result(IclCase(icl_model_spec, source))
+        result = icl_session.result(IclCase(icl_model_spec, source), resume=generated)
     except IclError as error:
         # Hub data that cannot be had here skips a task found in the folders; a task the user named fails.
         named = getattr(request.node, "icl_case", None) is None or source.name in icl_session.options.tasks
@@ -345,7 +401,10 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
         # The row travels once per pair, on the first item that used it; JUnit gets its headline scalars.
         result.row["_reported_by"] = request.node.nodeid
         payload["row"] = {k: v for k, v in result.row.items() if k != "_reported_by"}
+        if getattr(result, "stored", False):
+            payload["resumed"] = True
         for name in catalogue.headline_metrics():
-            request.node.user_properties.append((f"icl.{name}", round(result.values[name], 6)))
+            value = result.row["values"].get(name)  # a stored NaN reads back as None
+            request.node.user_properties.append((f"icl.{name}", round(float("nan") if value is None else value, 6)))
     return result
 

@@ -68,6 +68,8 @@ def _property_test(request: pytest.FixtureRequest, icl_analysis) -> None:
 def _control_test(request: pytest.FixtureRequest, icl_analysis, name: str) -> None:
     session = request.config.stash[SESSION]
     case = request.node.icl_case
+    if getattr(icl_analysis, "stored", False) and not icl_analysis.has_control(name):
+        icl_analysis = session.result(IclCase(case.model, case.task))  # the stored pair lacks this item's outcome
     gates = icl_analysis.analysis.gates
     closed = [g for key, g in gates.items() if key in ("icl_effect", "ft_learned") and not g.open]
     if closed and session.settings.accuracy_gate:

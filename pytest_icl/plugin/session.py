@@ -8,13 +8,20 @@ of the same name but different shots are two analyses. Errors are memoised too, 
 task that cannot be used costs one attempt and gives every item the same one-line message.
 
 The analysis itself is :func:`pytest_icl.pipeline.run_pipeline`; controller-side results (rows,
-outcomes, files) are :mod:`pytest_icl.report.results`'s job.
+outcomes, files) are :mod:`pytest_icl.report.results`'s job. With ``--icl-report`` the folder is a
+store of pairs (:class:`pytest_icl.report.store.Store`): a generated item's pair that the store
+holds is resumed (:mod:`pytest_icl.plugin.resume`), and the process that computes a pair stores
+its samples; the controller stores the row.
+
+Progress goes to the real stderr: tqdm bars on a terminal, else one plain line per finished stage
+per pair (and per model load), so that a CI or SLURM log shows where a long run is.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pytest_icl.errors import IclError, ModelError
@@ -25,6 +32,8 @@ from pytest_icl.tasks.files import TaskSource
 
 if TYPE_CHECKING:
     from pytest_icl.models.loading import LoadedModel
+    from pytest_icl.plugin.resume import StoredResult
+    from pytest_icl.report.store import Store
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class ModelPool:
         if self.current is not None and self.current.spec == spec:
             return self.current
         self.close()
+        start = time.perf_counter()
+        plain_line(f"{spec.id}: loading the model")
         try:
             loaded = load_model(
                 spec, device=self.options.device, dtype=self.options.dtype, device_map=self.options.device_map,
@@ -72,6 +83,7 @@ class ModelPool:
         except ModelError as error:
             self.failures[spec.id] = str(error)
             raise
+        plain_line(f"{spec.id}: model loaded, {time.perf_counter() - start:.1f} s")
         self.current = loaded
         self.loads.append(spec.id)
         return loaded
@@ -86,10 +98,14 @@ class IclSession:
     def __init__(self, options: IclOptions, *, is_worker: bool = False):
         self.options = options
         self.settings = PipelineSettings.from_options(options)  # parsed once, for every pair
+        if options.report is not None:  # the store writes each pair's samples (put_samples), not the pipeline
+            self.settings = replace(self.settings, report=None)
         self.is_worker = is_worker
         self.pool = ModelPool(options, self._progress_line)
-        self._results: dict[tuple, IclResult | IclError] = {}
+        self._results: dict[tuple, IclResult | StoredResult | IclError] = {}
         self.baseline = None  # pytest_icl.report.baseline.Baseline, read at configure when comparing
+        self.store: Store | None = None  # the --icl-report folder as a store of pairs (opened at configure)
+        self.shard = None  # pytest_icl.sharding.Shard of this run, None: every pair
 
     # ---- models and analyses
 
@@ -99,26 +115,62 @@ class IclSession:
     def memo_key(self, case: IclCase) -> tuple:
         return (case.model.id, case.task.content_hash, self.options.dtype, self.settings.analysis_key(case.task.name))
 
-    def result(self, case: IclCase) -> IclResult:
-        """The memoised analysis of ``case``'s task on its model (errors are memoised too)."""
+    def result(self, case: IclCase, *, resume: bool = False) -> IclResult | StoredResult:
+        """The memoised analysis of ``case``'s task on its model (errors are memoised too).
+
+        ``resume``: a stored pair of the ``--icl-report`` folder will do (the generated items);
+        a computed analysis of the pair is used when there is one already.
+        """
         key = self.memo_key(case)
+        if resume and key not in self._results and self.store is not None and not self.options.rerun:
+            stored = (*key, "stored")
+            if stored not in self._results:
+                try:
+                    self._results[stored] = self._stored(case)
+                except IclError as error:
+                    self._results[stored] = error
+            if self._results[stored] is not None:
+                return self._outcome(self._results[stored])
         if key not in self._results:
             try:
                 self._results[key] = self._analyse(case)
             except IclError as error:
                 self._results[key] = error
-        outcome = self._results[key]
+        return self._outcome(self._results[key])
+
+    @staticmethod
+    def _outcome(outcome):
         if isinstance(outcome, IclError):
             raise outcome
         return outcome
 
+    def _stored(self, case: IclCase) -> StoredResult | None:
+        """The pair from the store when it holds it, else None (then it is computed)."""
+        from pytest_icl.pipeline import load
+        from pytest_icl.plugin.resume import StoredResult, pair_key
+
+        lm = self.pool.get(case.model)  # the key needs the weights' hash
+        task = load(case.task, self.settings)
+        key = pair_key(lm, task, self.settings)
+        row = self.store.get(key)
+        if row is None or "verdicts" not in row:
+            return None
+        plain_line(f"{case.pair}: stored in {self.store.folder}, not computed again (--icl-rerun computes it)")
+        return StoredResult(task, row, key)
+
     def _analyse(self, case: IclCase) -> IclResult:
         lm = self.pool.get(case.model)  # first: an unusable model fails before its tasks are loaded
-        bars = _ProgressBars()
+        bars = _ProgressBars(case.pair)
         try:
-            return run_pipeline(lm, case.task, self.settings, progress=bars.update)
+            result = run_pipeline(lm, case.task, self.settings, progress=bars.update)
         finally:
             bars.close()
+        if self.store is not None:  # the process that ran the pair holds its samples; the controller stores the row
+            from pytest_icl.report.keys import key_of
+            from pytest_icl.report.rows import samples_jsonl
+
+            self.store.put_samples(key_of(result.row), samples_jsonl(result.row, result.task, result.records))
+        return result
 
     def close(self) -> None:
         self.pool.close()
@@ -126,26 +178,64 @@ class IclSession:
     # ---- progress
 
     def _progress_line(self, message: str) -> None:
-        if sys.__stderr__ is not None and sys.__stderr__.isatty():
-            print(f"\r[pytest-icl] {message}", file=sys.__stderr__, flush=True)
+        if _on_terminal():
+            print(f"\r[pytest-icl] {message}", file=_stderr(), flush=True)
+
+
+_STDERR: list = []  # the stream behind pytest's fd capture, when the plugin found one (use_stderr)
+
+
+def use_stderr(stream) -> None:
+    """Plain progress lines go to ``stream``: the process's stderr as it was before pytest captured file descriptor 2."""
+    _STDERR[:] = [stream]
+
+
+def _stderr():
+    return _STDERR[0] if _STDERR else sys.__stderr__
+
+
+def _on_terminal() -> bool:
+    stream = _stderr()
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def plain_line(message: str) -> None:
+    """One progress line on the real stderr when it is not a terminal (a CI or batch log)."""
+    stream = _stderr()
+    if stream is not None and not _on_terminal():
+        try:
+            print(f"[pytest-icl] {message}", file=stream, flush=True)
+        except (OSError, ValueError):  # a closed stream: progress is not worth failing a run for
+            pass
 
 
 class _ProgressBars:
-    """tqdm bars for the FT steps and eval batches, on the real terminal (not pytest's capture)."""
+    """tqdm bars for the FT steps and eval batches on a terminal; one line per finished stage elsewhere."""
 
-    def __init__(self):
+    def __init__(self, pair: str = ""):
         self.bars = {}
+        self.pair = pair
+        self.start = time.perf_counter()
+        self.terminal = _on_terminal()
 
     def update(self, stage: str, done: int, total: int) -> None:
+        if not self.terminal:
+            if done >= total and stage not in self.bars:
+                self.bars[stage] = None  # one line per stage
+                plain_line(f"{self.pair}: {stage} done, {time.perf_counter() - self.start:.1f} s")
+            return
         from tqdm import tqdm
 
         bar = self.bars.get(stage)
         if bar is None:
-            # disable=None: no bar unless stderr is a terminal, so CI logs stay clean
-            bar = self.bars[stage] = tqdm(total=total, desc=f"[pytest-icl] {stage}", file=sys.__stderr__, leave=False, disable=None)
+            bar = self.bars[stage] = tqdm(total=total, desc=f"[pytest-icl] {stage}", file=_stderr(), leave=False)
         bar.n = done
         bar.refresh()
 
     def close(self) -> None:
         for bar in self.bars.values():
-            bar.close()
+            if bar is not None:
+                bar.close()

@@ -2,8 +2,10 @@
 
 Reports carry their pair's row and each property's outcome as attributes (``report.icl``),
 which pytest-xdist forwards from its workers, so the controller sees every result with and
-without ``-n``. :class:`pytest_icl.report.results.ResultStore` writes the files once per finished
-pair; at the end come the baseline update, the HTML report and the results table.
+without ``-n``. :class:`pytest_icl.report.results.ResultStore` stores each finished pair (with
+``--icl-report``: into the folder's store, rebuilding results.json/csv from every pair it holds);
+at the end come the baseline update, the HTML report (every pair of the folder) and the results
+table, with how many pairs were resumed from the folder and which stored pairs were replaced.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class Summary:
         if prop is not None:
             self.store.expect(prop["pair"], prop["items"])
         if "row" in payload:
-            self.store.add_row(payload["row"])
+            self.store.add_row(payload["row"], resumed=bool(payload.get("resumed")))
         if "baseline" in payload:
             self.comparisons[payload["baseline"]["pair"]] = payload["baseline"]
         # One outcome per item: its call, or the setup that stopped it (a skip, an error).
@@ -71,10 +73,11 @@ class Summary:
             self._update_baseline(session, exitstatus, rows)
         elif self.comparisons:
             self._summarise_comparisons()
-        if options.report is not None and rows:
-            from pytest_icl.report.html import write_html_report
-
-            self.html = write_html_report(options.report, rows, comparisons=self.comparisons, baseline=options.baseline)
+        store = self.session.store
+        if store is not None:
+            self.html = store.rebuild(
+                html=True, model_order=options.models, comparisons=self.comparisons, baseline=options.baseline
+            )  # fmt: skip
 
     def _update_baseline(self, session: pytest.Session, exitstatus: int, rows: list[dict]) -> None:
         from pytest_icl.report.baseline import BaselineError, update_baseline
@@ -131,5 +134,24 @@ class Summary:
                 terminalreporter.write_line(f"results: {self.session.options.report / 'results.json'}, results.csv and samples_*.jsonl")
             if self.html is not None:
                 terminalreporter.write_line(f"report: {self.html}")
+        for line in self._store_lines():
+            terminalreporter.write_line(line)
         for line, is_error in self.baseline_lines:
             terminalreporter.write_line(line, red=is_error, bold=is_error)
+
+    def _store_lines(self) -> list[str]:
+        """What the run did to the report folder beyond adding pairs: resumed, replaced, taken over."""
+        store = self.session.store
+        if store is None:
+            return []
+        lines = []
+        if self.store.resumed:
+            lines.append(
+                f"resumed: {len(self.store.resumed)} pair(s) from {store.folder} (stored results, not computed again; "
+                "--icl-rerun computes them)"
+            )
+        if store.replaced:
+            lines.append(f"replaced: {len(store.replaced)} stored pair(s) with this run's result: " + "; ".join(store.replaced))
+        if store.adopted:
+            lines.append(f"adopted: {store.adopted} row(s) of the folder's earlier results.json into its store")
+        return lines

@@ -1,10 +1,13 @@
 """The run's results on the controller, and reading them back as pandas DataFrames.
 
 :class:`ResultStore` gathers what test reports carry (a task × model row, each property's
-outcome) — from this process or, under pytest-xdist, from the workers — and writes the report
-files once per *finished* pair: when every item of the pair has reported. Files are replaced
-atomically, so an interrupted run keeps every pair finished before it, and a file on disk is
-always whole. :meth:`ResultStore.close` writes what is left (pairs whose items did not all run).
+outcome) — from this process or, under pytest-xdist, from the workers — and stores each pair
+once it is *finished*: when every item of the pair has reported. With a
+:class:`pytest_icl.report.store.Store` (``--icl-report``), the pair goes into the store
+(:meth:`Store.put`, its row with the outcomes) and the folder's results files are rebuilt from
+every pair it holds, so pairs of earlier runs, other shards or a concurrent run are kept; a pair
+resumed from the store is not stored again. Without one, ``folder`` gets this run's rows.
+:meth:`ResultStore.close` stores what is left (pairs whose items did not all run).
 
 :func:`load` reads a report folder back::
 
@@ -26,6 +29,8 @@ from pytest_icl.report import rows as report
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pytest_icl.report.store import Store
+
 def pair_of(row: dict[str, Any]) -> str:
     return f"{row['model_id']}-{row['task']}"
 
@@ -40,17 +45,23 @@ class ResultStore:
     outcomes: dict[str, dict[str, str]] = field(default_factory=dict)  # pair -> property -> outcome
     expected: dict[str, int] = field(default_factory=dict)  # pair -> number of its items
     reported: dict[str, int] = field(default_factory=dict)
+    closing: bool = False  # close(): unfinished pairs are stored too
     writes: int = 0  # how often the files were written (a test checks: once per finished pair)
+    store: Store | None = None  # the report folder as a store of pairs
+    resumed: set[str] = field(default_factory=set)  # pairs taken from the store, not computed
+    stored: set[str] = field(default_factory=set)  # pairs this run put into the store
 
     def expect(self, pair: str, items: int) -> None:
         """The pair has this many generated items: its files wait for all of them."""
         self.expected[pair] = items
 
-    def add_row(self, row: dict[str, Any]) -> None:
+    def add_row(self, row: dict[str, Any], *, resumed: bool = False) -> None:
         pair = pair_of(row)
         if pair in self.rows:
             return
         self.rows[pair] = row
+        if resumed:
+            self.resumed.add(pair)
         if pair not in self.expected or self._finished(pair):  # a task-as-test-file row waits for nothing
             self.write()
 
@@ -70,7 +81,16 @@ class ResultStore:
         return [{**row, "properties": dict(self.outcomes.get(pair_of(row), {}))} for row in rows]
 
     def write(self) -> None:
-        if self.folder is not None and self.rows:
+        if self.store is not None:
+            new = [row for row in self.finished_rows() if pair_of(row) not in self.resumed | self.stored]
+            new = [row for row in new if self._finished(pair_of(row)) or self.closing]
+            for row in new:
+                self.store.put(row)
+                self.stored.add(pair_of(row))
+            if new:
+                self.store.rebuild(model_order=self.model_order)
+                self.writes += 1
+        elif self.folder is not None and self.rows:
             report.write_results(self.folder, self.finished_rows())
             self.writes += 1
 
@@ -78,6 +98,7 @@ class ResultStore:
         """Write pairs that never finished (an interrupted run, -x): they still count as results."""
         unfinished = [pair for pair in self.rows if not self._finished(pair)]
         if unfinished:
+            self.closing = True
             self.write()
 
 

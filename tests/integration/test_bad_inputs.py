@@ -37,6 +37,7 @@ class Case:
     setup: Callable | None = None  # project -> None: writes the bad thing
     ini: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    report: bool = True  # False: the run gets no --icl-report
 
 
 def _file(name: str, text: str = "x") -> Callable:
@@ -63,6 +64,14 @@ def _task(name: str, *, rows=None, icl=None, drop: tuple[str, ...] = (), **overr
             path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     return setup
+
+
+def _other_setup(project):
+    """The report folder holds a store made with other settings (another --icl-shots)."""
+    from pytest_icl.report.rows import library_versions
+    from pytest_icl.report.store import Store
+
+    Store.open(project.path / "earlier", versions=library_versions(), settings={"shots": 99}, record=False)
 
 
 def _missing_data(project):
@@ -131,6 +140,14 @@ CASES = [
     Case("ini-shots-zero", (), USAGE, "ERROR: icl_shots (ini): '0' is not allowed; give a whole number ≥ 1", ini="icl_shots = 0"),
     Case("report-is-a-file", ("--icl-report", "taken"), USAGE, "ERROR: --icl-report: '*taken' is an existing file, not a folder*", setup=_file("taken")),
     Case("report-unwritable", ("--icl-report", "/proc/pytest-icl-report"), USAGE, "ERROR: --icl-report: cannot write in '/proc/pytest-icl-report'*; give a writable folder"),
+    Case("report-other-setup", (), USAGE, "ERROR: report folder *earlier holds results made with another setup (setting *", setup=_other_setup),
+    Case("shard-index-out-of-range", ("--icl-shard", "2/2"), USAGE, "ERROR: --icl-shard: shard index 2 is outside 0…1; shards count from 0*"),
+    Case("shard-not-a-number", ("--icl-shard", "one/2"), USAGE, "ERROR: --icl-shard: the shard index must be a whole number, got 'one'; write the shard as I/N*"),
+    Case("shard-zero-shards", ("--icl-shard", "0/0"), USAGE, "ERROR: --icl-shard: the number of shards must be at least 1, got 0"),
+    Case("shard-count-without-index", ("--icl-shard", "4"), USAGE, "ERROR: --icl-shard 4: a count alone takes the shard index from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID*"),
+    Case("shard-slurm-off-grid", (), USAGE, "ERROR: SLURM_ARRAY_TASK_ID=3 is not on the array's grid (min 0, step 2)*",
+         env={"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "2"}),
+    Case("rerun-without-report", ("--icl-rerun",), USAGE, "ERROR: --icl-rerun recomputes pairs that an --icl-report folder already holds*add --icl-report DIR*", report=False),
     Case("baseline-update-alone", ("--icl-baseline-update",), USAGE, "ERROR: --icl-baseline-update needs --icl-baseline FILE"),
     Case("baseline-missing", ("--icl-baseline", "nothere.json"), USAGE, "ERROR: *nothere.json*"),
     Case("baseline-corrupt", ("--icl-baseline", "base.json"), USAGE, "ERROR: *base.json*", setup=_file("base.json", "{not json")),
@@ -186,7 +203,8 @@ def test_bad_input(project, case: Case, monkeypatch):
     write_jsonl(previous.parent / "placeholder.jsonl", [])
     previous.write_text('{"schema": 1, "rows": []}\n')
     report = project.path / "earlier" if case.exit == USAGE else project.path / "out"
-    report_args = () if any(a.startswith("--icl-report") for a in case.args) else ("--icl-report", str(report))
+    given = any(a.startswith("--icl-report") for a in case.args) or not case.report
+    report_args = () if given else ("--icl-report", str(report))
 
     result = project.run(*case.args, *report_args)
 
