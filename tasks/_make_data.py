@@ -5,8 +5,10 @@
 Every sentence, word list and rule here was written for pytest-icl, so no pretrained model can have
 seen these examples.  Splits: train 40 (demonstration pool), validation 24 (choosing the FT lr), test 64.
 """
-import json, random
+import json
+import random
 from pathlib import Path
+
 
 def write(folder, name, rows):
     folder.mkdir(parents=True, exist_ok=True)

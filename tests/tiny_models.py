@@ -16,11 +16,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPTJConfig,
     GPTNeoConfig,
     GPTNeoXConfig,
-    Gemma3TextConfig,
     LlamaConfig,
     OPTConfig,
     PreTrainedModel,

@@ -39,8 +39,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_icl.analysis import metrics
-from pytest_icl.analysis import stats
+from pytest_icl.analysis import metrics, stats
 
 if TYPE_CHECKING:
     from pytest_icl.engine.runs import Records

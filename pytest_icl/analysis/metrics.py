@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -53,7 +52,7 @@ __all__ = [
 #: 0/0 into 0 instead of NaN.
 EPS = 1e-20
 
-GeneratorLike = Union[torch.Generator, int]
+GeneratorLike = torch.Generator | int
 
 _F64 = torch.float64
 

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pytest_icl.models.architectures import Architecture
     from pytest_icl.engine.capture import AttentionCapture
+    from pytest_icl.models.architectures import Architecture
 
 OBJECTIVES = ("gd", "lcgd")
 

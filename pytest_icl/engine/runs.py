@@ -194,7 +194,7 @@ def score_setting(
         ).cpu()  # [pairs, V]
 
         cursor = 0
-        for row, (_, i, j) in enumerate(owners):
+        for _, i, j in owners:
             if j == 0:
                 next_logprobs[i] = picked[cursor]
             if single:  # one row scores every single-token choice

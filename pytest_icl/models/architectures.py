@@ -27,13 +27,13 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import UnsupportedArchitecture  # noqa: F401 - defined in errors, used or re-exported here
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pytest_icl.errors import ModelError
+from pytest_icl.errors import (
+    UnsupportedArchitecture,  # noqa: F401 - defined in errors, used or re-exported here
+)
 
 if TYPE_CHECKING:
     import torch

@@ -20,15 +20,16 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import CacheWarning  # noqa: F401 - defined in errors, used or re-exported here
-
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from pytest_icl.errors import CacheWarning  # noqa: F401 - defined in errors, used or re-exported here
 
 Progress = Callable[[str], None]
 

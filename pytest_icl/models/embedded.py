@@ -10,8 +10,6 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import EmbeddedModelMissing  # noqa: F401 - defined in errors, used or re-exported here
-
 import importlib
 import importlib.util
 import os
@@ -19,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pytest_icl.errors import EmbeddedModelMissing  # noqa: F401 - defined in errors, used or re-exported here
 from pytest_icl.models import cache
 from pytest_icl.models.cache import default_cache_root
 

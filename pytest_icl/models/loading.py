@@ -17,19 +17,18 @@ imports this module during collection, which must stay fast.
 
 from __future__ import annotations
 
-from pytest_icl.errors import ModelError  # noqa: F401 - defined in errors, used or re-exported here
-
 import contextlib
 import gc
 import re
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from pytest_icl.models import cache
-from pytest_icl.models import hub
+from pytest_icl.errors import ModelError  # noqa: F401 - defined in errors, used or re-exported here
+from pytest_icl.models import cache, hub
 from pytest_icl.models.cache import CacheWarning, default_cache_root
 from pytest_icl.models.embedded import GEMMA3_SIZE, EmbeddedModelMissing, gemma3_gguf_path, smollm2_gguf_path  # noqa: F401 - public here too
 from pytest_icl.models.hub import go_offline_if_hub_unreachable  # noqa: F401 - tasks.py imports it from here

@@ -31,13 +31,13 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import PlacementError  # noqa: F401 - defined in errors, used or re-exported here
-
 import json
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_icl.errors import PlacementError  # noqa: F401 - defined in errors, used or re-exported here
 
 if TYPE_CHECKING:
     import torch

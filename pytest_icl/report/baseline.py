@@ -44,8 +44,6 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import BaselineError  # noqa: F401 - defined in errors, used or re-exported here
-
 import json
 import math
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_icl import catalogue
+from pytest_icl.errors import BaselineError  # noqa: F401 - defined in errors, used or re-exported here
 from pytest_icl.report import rows as report
 
 FORMAT = "pytest-icl-baseline"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_icl.report.baseline import Baseline, COMPARED, DEFAULT_TOLERANCES, DTYPES, EXPERIMENT_FIELDS, KEY_FIELDS
+from pytest_icl.report.baseline import COMPARED, DEFAULT_TOLERANCES, DTYPES, EXPERIMENT_FIELDS, KEY_FIELDS, Baseline
 
 _EPS = 1e-12  # float slack so a change of exactly the tolerance is not a regression
 

@@ -26,8 +26,6 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import TaskDataMissing, TaskDefinitionError, TaskDeprecationWarning, TaskError, TaskSettingsError, TaskUnavailable, TaskWarning  # noqa: F401 - defined in errors, used or re-exported here
-
 import difflib
 import hashlib
 import json
@@ -43,6 +41,15 @@ from typing import Any
 
 import yaml
 
+from pytest_icl.errors import (  # noqa: F401 - defined in errors, used or re-exported here
+    TaskDataMissing,
+    TaskDefinitionError,
+    TaskDeprecationWarning,
+    TaskError,
+    TaskSettingsError,
+    TaskUnavailable,
+    TaskWarning,
+)
 
 # ---- settings
 

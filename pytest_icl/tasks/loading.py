@@ -31,8 +31,6 @@ Example::
 
 from __future__ import annotations
 
-from pytest_icl.errors import NoValidationSplit  # noqa: F401 - defined in errors, used or re-exported here
-
 import copy
 import hashlib
 import itertools
@@ -43,6 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_icl.errors import NoValidationSplit  # noqa: F401 - defined in errors, used or re-exported here
 from pytest_icl.models.loading import default_cache_root, go_offline_if_hub_unreachable
 from pytest_icl.tasks.data import absolute_data_files, check_data_files, load_yaml_relative_files, local_data_config
 from pytest_icl.tasks.fewshot import ShuffledPool, check_prompts, fixed_demonstrations, lm_eval_yaml, plan_fewshot

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.icl_project import TEST_INI, INNER_TIMEOUT_S, LEAKY_VARIABLES, hermetic_env, write_task
+from tests.integration.icl_project import INNER_TIMEOUT_S, LEAKY_VARIABLES, TEST_INI, hermetic_env, write_task
 
 MODEL_ID = "tiny-gpt2"
 TASK = "antonyms"
@@ -106,7 +106,7 @@ class Stored:
         return json.loads(self.path.read_text())["rows"][0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stored(folder: Path, model: Path) -> Stored:
     # Memoised outside pytest's fixture cache so test_html_report.py, which imports the fixture,
     # shares this run instead of making its own.

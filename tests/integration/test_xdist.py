@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from tests.integration.icl_project import SUITE_MODELS, reported, suite_ids
 
 

@@ -9,8 +9,8 @@ outputs read with a plain forward hook.
 import pytest
 import torch
 
-from pytest_icl.models.architectures import UnsupportedArchitecture, architecture_of
 from pytest_icl.engine.capture import AttentionCapture
+from pytest_icl.models.architectures import UnsupportedArchitecture, architecture_of
 from tests.tiny_models import ARCHS, GEMMA3_WINDOW, GPT_NEO_WINDOW, make_tiny_model
 
 ROWS, POSITIONS = [0, 1, 1], [11, 4, 11]

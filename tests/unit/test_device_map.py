@@ -15,8 +15,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from pytest_icl.models.placement import check_placement, device_map_kwargs, input_device
 from pytest_icl.engine.runs import run_settings
+from pytest_icl.models.placement import check_placement, device_map_kwargs, input_device
 from tests.tiny_models import save_tiny_model
 from tests.unit.test_runs import _task
 

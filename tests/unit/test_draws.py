@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from pytest_icl.analysis.aggregate import analyse
-from pytest_icl.analysis.decision import PASSED
 from pytest_icl.analysis.draws import analyse_draws
 from pytest_icl.analysis.verdicts import INCONCLUSIVE, OUTCOMES, decide_properties
 from pytest_icl.engine.runs import run_settings

@@ -16,9 +16,9 @@ import copy
 import pytest
 import torch
 
-from pytest_icl.models.architectures import architecture_of
 from pytest_icl.engine.capture import AttentionCapture
 from pytest_icl.engine.finetune import finetuned
+from pytest_icl.models.architectures import architecture_of
 from tests.tiny_models import ARCHS, make_tiny_model, save_tiny_model
 
 SEQUENCE = "Word: hot\nAntonym: cold"
@@ -84,19 +84,19 @@ def test_lcgd_update_of_layer_l_ignores_layers_after_l(arch):
     arch_info = architecture_of(model)
     names = [part.name for part in arch_info.kv_parts(model)]
     layers = arch_info.layers(model)
-    for l in range(len(layers) - 1):
+    for index in range(len(layers) - 1):
         changed = copy.deepcopy(model)
-        g = torch.Generator().manual_seed(l)
+        g = torch.Generator().manual_seed(index)
         with torch.no_grad():
-            for layer in arch_info.layers(changed)[l + 1 :]:
+            for layer in arch_info.layers(changed)[index + 1 :]:
                 for p in layer.parameters():
                     p.add_(torch.randn(p.shape, generator=g) * 0.5)
         for objective, same in (("lcgd", True), ("gd", False)):
             a = _updates(model, _ids(tokenizer), objective)
             b = _updates(changed, _ids(tokenizer), objective)
-            upto_l = [(x, y) for name, x, y in zip(names, a, b) if _layer_of(name) <= l]
+            upto_l = [(x, y) for name, x, y in zip(names, a, b) if _layer_of(name) <= index]
             equal = all(torch.equal(x, y) for x, y in upto_l)
-            assert equal == same, f"{objective}: layer <= {l} updates {'differ' if same else 'are unchanged'}"
+            assert equal == same, f"{objective}: layer <= {index} updates {'differ' if same else 'are unchanged'}"
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "xglm"])

@@ -418,7 +418,7 @@ def test_kendall_per_example_matches_numpy_scipy_with_ties():
     q_eval = rng.integers(-1, 2, size=(n, L, D)).astype(float)
     m_ft = (q_train[None] * q_eval[:, :, None, :]).sum(-1)  # official: (n, L, N)
     np.testing.assert_allclose(M.ft_context_scores(t64(q_train), t64(q_eval)).numpy(), m_ft)
-    ref = np.array([[scipy_tau(icl[i, l], m_ft[i, l]) for l in range(L)] for i in range(n)])
+    ref = np.array([[scipy_tau(icl[i, layer], m_ft[i, layer]) for layer in range(L)] for i in range(n)])
     got = M.kendall_per_example(t64(icl), t64(q_train), t64(q_eval))
     assert got.shape == (n, L)
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-12)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from pytest_icl.analysis.aggregate import analyse
-from pytest_icl.models.architectures import architecture_of
 from pytest_icl.engine.capture import AttentionCapture
 from pytest_icl.engine.encoding import encode_task
 from pytest_icl.engine.finetune import finetuned
 from pytest_icl.engine.runs import run_settings
+from pytest_icl.models.architectures import architecture_of
 from pytest_icl.tasks.loading import Example, IclTask, TaskSettings
 from tests.tiny_models import make_tiny_model
 
