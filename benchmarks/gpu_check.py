@@ -106,16 +106,33 @@ def model_config(family: str, *, tiny: bool, eos_id: int):
     if family == "gpt-neo-2.7B":
         layers, hidden, heads, vocab, window = (2, 64, 4, 512, 8) if tiny else (32, 2560, 20, 50257, 256)
         return GPTNeoConfig(
-            vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads, window_size=window,
-            attention_types=[[["global", "local"], layers // 2]], max_position_embeddings=2048,
-            resid_dropout=0.0, embed_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0, **ids,
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_layers=layers,
+            num_heads=heads,
+            window_size=window,
+            attention_types=[[["global", "local"], layers // 2]],
+            max_position_embeddings=2048,
+            resid_dropout=0.0,
+            embed_dropout=0.0,
+            attention_dropout=0.0,
+            classifier_dropout=0.0,
+            **ids,
         )
     if family == "llama-7B-shaped":
         layers, hidden, heads, inter, vocab = (2, 64, 4, 172, 512) if tiny else (32, 4096, 32, 11008, 32000)
         return LlamaConfig(
-            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-            num_key_value_heads=heads, intermediate_size=inter, max_position_embeddings=2048, rms_norm_eps=1e-6,
-            tie_word_embeddings=False, attention_dropout=0.0, **ids,
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            intermediate_size=inter,
+            max_position_embeddings=2048,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            attention_dropout=0.0,
+            **ids,
         )
     raise ValueError(f"unknown family {family!r}")
 
@@ -249,11 +266,20 @@ def analyse_big(family: str, device, dtype, tokenizer, task, peak_tflops: float,
     finite = [k for k in ("acc_zsl", "acc_icl", "acc_ft", "simam_before", "simam_after") if math.isfinite(analysis.values[k])]
     stages = {k: round(v, 2) for k, v in records.timings.items()} | {"build": round(build, 2), "metrics": round(metrics_s, 2)}
     figures = {
-        "params": params, "linear_weights": weights, "dtype": str(dtype).removeprefix("torch."),
-        "stages_s": stages, "analysis_s": round(run, 2), "forward_tokens": counter.forward, "ft_tokens": counter.train,
-        "passes": counter.passes, "tokens_per_s": round((counter.forward + counter.train) / run, 1),
-        "tflops": round(achieved, 2), "share_of_peak": round(achieved / peak_tflops, 4), "peak_memory_gib": round(peak_gib, 2),
-        "prompt_tokens": records.prompt_tokens, "acc": {k: analysis.values[f"acc_{k}"] for k in ("zsl", "icl", "ft")},
+        "params": params,
+        "linear_weights": weights,
+        "dtype": str(dtype).removeprefix("torch."),
+        "stages_s": stages,
+        "analysis_s": round(run, 2),
+        "forward_tokens": counter.forward,
+        "ft_tokens": counter.train,
+        "passes": counter.passes,
+        "tokens_per_s": round((counter.forward + counter.train) / run, 1),
+        "tflops": round(achieved, 2),
+        "share_of_peak": round(achieved / peak_tflops, 4),
+        "peak_memory_gib": round(peak_gib, 2),
+        "prompt_tokens": records.prompt_tokens,
+        "acc": {k: analysis.values[f"acc_{k}"] for k in ("zsl", "icl", "ft")},
     }
     report.figures[family] = figures
     report.line(
@@ -293,8 +319,10 @@ def compare_devices(arch: str, device, report: Report, *, task) -> bool:
     on_cpu = run_settings(model, tokenizer, task)
     on_device = run_settings(copy.deepcopy(model).to(device), tokenizer, task)
     worst, ok = 0.0, True
-    pairs = [("ft_train_queries", on_device.ft_train_queries, on_cpu.ft_train_queries),
-             ("ft_losses", torch.tensor(on_device.ft_losses), torch.tensor(on_cpu.ft_losses))]
+    pairs = [
+        ("ft_train_queries", on_device.ft_train_queries, on_cpu.ft_train_queries),
+        ("ft_losses", torch.tensor(on_device.ft_losses), torch.tensor(on_cpu.ft_losses)),
+    ]
     for setting in ("zsl", "icl", "ft"):
         a, b = getattr(on_device, setting), getattr(on_cpu, setting)
         for name in ("logprobs", "outputs", "eval_scores", "context_scores", "queries"):
@@ -339,10 +367,15 @@ def device_map_loads(arch: str, device, report: Report, *, task, folder: Path) -
         model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", **kwargs).eval()
         check_placement(model, kwargs["device_map"] if isinstance(kwargs["device_map"], dict) else None)
         got = run_settings(model, tokenizer, task)
-        same = all(torch.equal(getattr(got, s).predictions, getattr(expected, s).predictions)
-                   and _max_excess(getattr(got, s).outputs, getattr(expected, s).outputs)[1] <= 0 for s in ("zsl", "icl", "ft"))
+        same = all(
+            torch.equal(getattr(got, s).predictions, getattr(expected, s).predictions)
+            and _max_excess(getattr(got, s).outputs, getattr(expected, s).outputs)[1] <= 0
+            for s in ("zsl", "icl", "ft")
+        )
         ok &= same
-        report.line(f"{arch}: device map {Path(name).name}: input on {input_device(model)}, records {'equal the plain load' if same else 'DIFFER'}")
+        report.line(
+            f"{arch}: device map {Path(name).name}: input on {input_device(model)}, records {'equal the plain load' if same else 'DIFFER'}"
+        )
     return ok
 
 
@@ -386,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         device = torch.device("cpu")
     elif not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA device visible (torch {torch.__version__}, CUDA {torch.version.cuda}); "
-              "run on a GPU machine, or pass --dry-run for the CPU path", file=sys.stderr)
+        print(
+            f"gpu_check: no CUDA device visible (torch {torch.__version__}, CUDA {torch.version.cuda}); "
+            "run on a GPU machine, or pass --dry-run for the CPU path",
+            file=sys.stderr,
+        )
         return 2
     else:
         device = torch.device("cuda")
@@ -416,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     small = made_up_task(shots=4, limit=min(16, args.limit))
-    for arch in (args.archs.split(",") if args.archs else ARCHS):
+    for arch in args.archs.split(",") if args.archs else ARCHS:
         try:
             if not compare_devices(arch, device, report, task=small):
                 report.failures.append(f"{arch}: CUDA and CPU records differ")

@@ -192,6 +192,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"seeds": 10, "controls": (("untrained", "shuffled", "lcgd", "output"),)},
 }
 
+# fmt: off
+# One row per option reads as the table it is; the formatter would wrap each row over several lines.
 OPTIONS: tuple[Option, ...] = (
     Option("--icl-model", text_value, f"model to test: alias, hub id[@revision], local folder or .gguf file (repeatable; default {DEFAULT_MODEL})", "list", "MODEL", "icl_models"),
     Option("--icl-task", text_value, "only these tasks (repeatable); a named task whose data cannot be had fails instead of skipping", "list", "NAME", "icl_task_filter"),
@@ -221,6 +223,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--icl-shard", text_value, "run shard I of N (0-based: 0/4 ... 3/4) of the model x task pairs, or N with the index from SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX", metavar="I/N"),
     Option("--icl-rerun", on_off, "compute every pair again even when the --icl-report folder holds its result (default: resume, reusing stored pairs)", "flag"),
 )
+# fmt: on
 BY_DEST = {option.dest: option for option in OPTIONS}
 
 

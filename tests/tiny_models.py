@@ -146,57 +146,119 @@ def _config(arch: str, vocab_size: int, eos_id: int):
     common = dict(vocab_size=vocab_size, bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id)
     if arch == "gpt2":
         return GPT2Config(
-            n_layer=2, n_head=4, n_embd=32, n_positions=MAX_POSITIONS,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0, **common,
+            n_layer=2,
+            n_head=4,
+            n_embd=32,
+            n_positions=MAX_POSITIONS,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            summary_first_dropout=0.0,
+            **common,
         )
     if arch == "gpt_neo":
         # One global then one local layer: GPT-Neo alternates them in the real models.
         return GPTNeoConfig(
-            num_layers=2, num_heads=4, hidden_size=32, attention_types=[[["global", "local"], 1]],
-            window_size=GPT_NEO_WINDOW, max_position_embeddings=MAX_POSITIONS,
-            resid_dropout=0.0, embed_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0, **common,
+            num_layers=2,
+            num_heads=4,
+            hidden_size=32,
+            attention_types=[[["global", "local"], 1]],
+            window_size=GPT_NEO_WINDOW,
+            max_position_embeddings=MAX_POSITIONS,
+            resid_dropout=0.0,
+            embed_dropout=0.0,
+            attention_dropout=0.0,
+            classifier_dropout=0.0,
+            **common,
         )
     if arch == "llama":
         return LlamaConfig(
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-            intermediate_size=64, max_position_embeddings=MAX_POSITIONS, attention_dropout=0.0, **common,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            hidden_size=32,
+            intermediate_size=64,
+            max_position_embeddings=MAX_POSITIONS,
+            attention_dropout=0.0,
+            **common,
         )
     if arch == "gemma3":
         # Like Gemma 3: local (sliding) layers plus a global one, q/k norms, MQA/GQA.
         return Gemma3TextConfig(
-            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, hidden_size=32,
-            head_dim=16, query_pre_attn_scalar=16, intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            hidden_size=32,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            intermediate_size=64,
             sliding_window=GEMMA3_WINDOW,
             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-            max_position_embeddings=MAX_POSITIONS, attention_dropout=0.0, **common,
+            max_position_embeddings=MAX_POSITIONS,
+            attention_dropout=0.0,
+            **common,
         )
     if arch == "qwen2":
         return Qwen2Config(
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-            intermediate_size=64, max_position_embeddings=MAX_POSITIONS, attention_dropout=0.0, **common,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            hidden_size=32,
+            intermediate_size=64,
+            max_position_embeddings=MAX_POSITIONS,
+            attention_dropout=0.0,
+            **common,
         )
     if arch == "gptj":
         return GPTJConfig(
-            n_layer=2, n_head=4, n_embd=32, rotary_dim=4, n_positions=MAX_POSITIONS,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+            n_layer=2,
+            n_head=4,
+            n_embd=32,
+            rotary_dim=4,
+            n_positions=MAX_POSITIONS,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
         )
     if arch == "opt":
         return OPTConfig(
-            num_hidden_layers=2, num_attention_heads=4, hidden_size=32, ffn_dim=64,
-            word_embed_proj_dim=32, max_position_embeddings=MAX_POSITIONS,
-            dropout=0.0, attention_dropout=0.0, layerdrop=0.0, **common,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            hidden_size=32,
+            ffn_dim=64,
+            word_embed_proj_dim=32,
+            max_position_embeddings=MAX_POSITIONS,
+            dropout=0.0,
+            attention_dropout=0.0,
+            layerdrop=0.0,
+            **common,
         )
     if arch == "gpt_neox":
         return GPTNeoXConfig(
-            num_hidden_layers=2, num_attention_heads=4, hidden_size=32, intermediate_size=64,
-            max_position_embeddings=MAX_POSITIONS, attention_dropout=0.0, hidden_dropout=0.0,
-            classifier_dropout=0.0, **common,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            hidden_size=32,
+            intermediate_size=64,
+            max_position_embeddings=MAX_POSITIONS,
+            attention_dropout=0.0,
+            hidden_dropout=0.0,
+            classifier_dropout=0.0,
+            **common,
         )
     if arch == "xglm":
         # Attention computed inline in forward (no registry, no _attn): the "hooks" capture.
         return XGLMConfig(
-            num_layers=2, attention_heads=4, d_model=32, ffn_dim=64, max_position_embeddings=MAX_POSITIONS,
-            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0, **common,
+            num_layers=2,
+            attention_heads=4,
+            d_model=32,
+            ffn_dim=64,
+            max_position_embeddings=MAX_POSITIONS,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            layerdrop=0.0,
+            **common,
         )
     raise ValueError(f"unknown tiny arch {arch!r}; choose one of {', '.join(ARCHS)}")
 

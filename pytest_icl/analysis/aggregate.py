@@ -150,4 +150,3 @@ def _kendall(icl_ctx_scores, ft_train_queries, ft_eval_queries):
     if icl_ctx_scores.shape[-1] != ft_train_queries.shape[1]:
         return torch.full(icl_ctx_scores.shape[:2], float("nan"), dtype=torch.float64)
     return metrics.kendall_per_example(icl_ctx_scores, ft_train_queries, ft_eval_queries)
-

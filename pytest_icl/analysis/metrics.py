@@ -193,9 +193,7 @@ def _updates(h_zsl: Tensor, h_x: Tensor, normalize: bool) -> Tensor:
     return _f64(h_x) - _f64(h_zsl)
 
 
-def simaou_per_example(
-    h_zsl: Tensor, h_icl: Tensor, h_ft: Tensor, normalize: bool = True
-) -> Tensor:
+def simaou_per_example(h_zsl: Tensor, h_icl: Tensor, h_ft: Tensor, normalize: bool = True) -> Tensor:
     """s[i,l] = cos(Δ_ICL, Δ_FT), shape [n, L] (definitions §8.2).
 
     ``normalize=True`` (official, Dai's Table 3): Δ_X = ĥ_X − ĥ_ZS with ĥ = h / (|h| + 1e-20).
@@ -208,9 +206,7 @@ def simaou_per_example(
     return _cos(_updates(h_zsl, h_icl, normalize), _updates(h_zsl, h_ft, normalize))
 
 
-def random_simaou_per_example(
-    h_zsl: Tensor, h_icl: Tensor, generator: GeneratorLike, normalize: bool = True
-) -> Tensor:
+def random_simaou_per_example(h_zsl: Tensor, h_icl: Tensor, generator: GeneratorLike, normalize: bool = True) -> Tensor:
     """Official Random SimAOU (definitions §8.2): cos(Δ_ICL[i,l], R[i,l]) with R ~ U[0,1)^d, shape [n, L].
 
     Reproduced with its flaws on purpose: R is not zero-mean, so the cosine measures how far the
@@ -226,9 +222,7 @@ def random_simaou_per_example(
     return _cos(d_icl, r)
 
 
-def fair_random_simaou_per_example(
-    h_zsl: Tensor, h_icl: Tensor, h_ft: Tensor, generator: GeneratorLike, normalize: bool = True
-) -> Tensor:
+def fair_random_simaou_per_example(h_zsl: Tensor, h_icl: Tensor, h_ft: Tensor, generator: GeneratorLike, normalize: bool = True) -> Tensor:
     """SimAOU of ICL against a random FT update of the real update's size, shape [n, L] (definitions §12.4.4).
 
     r[i,l] ~ N(0, I_d) rescaled to |h_FT − h_ZS| at (i, l); h_R = h_ZS + r is then treated exactly
@@ -390,8 +384,7 @@ def ft_context_scores(ft_train_queries: Tensor, ft_eval_queries: Tensor) -> Tens
     q_train, q_eval = _f64(ft_train_queries), _f64(ft_eval_queries)
     if q_train.shape[0] != q_eval.shape[1] or q_train.shape[2] != q_eval.shape[2]:
         raise ValueError(
-            f"ft_context_scores: train queries {tuple(q_train.shape)} [L, N, D] do not match "
-            f"eval queries {tuple(q_eval.shape)} [n, L, D]"
+            f"ft_context_scores: train queries {tuple(q_train.shape)} [L, N, D] do not match eval queries {tuple(q_eval.shape)} [n, L, D]"
         )
     return torch.einsum("lnd,ild->iln", q_train, q_eval)
 
@@ -420,9 +413,7 @@ def kendall_per_example(
     return kendall_tau_b(icl, ft)
 
 
-def random_kendall_per_example(
-    icl_ctx_scores: Tensor, generator: GeneratorLike, softmax: bool = False
-) -> Tensor:
+def random_kendall_per_example(icl_ctx_scores: Tensor, generator: GeneratorLike, softmax: bool = False) -> Tensor:
     """Kendall(ICL, Random): tau_b(icl_ctx_scores[i,l,:], R[i,l,:]), R ~ U[0,1)^N, [n, L] (definitions §8.4).
 
     ``softmax`` as in :func:`kendall_per_example` (applied to the ICL scores only; R is drawn

@@ -126,9 +126,7 @@ def bootstrap_ci(
     idx = _bootstrap_indices(rows, n_boot, seed)
     # Chunk over resamples so a [chunk, n, L] gather stays around 32 MB whatever n and L are.
     chunk = max(1, 4_000_000 // max(1, rows * layers))
-    stats = torch.cat(
-        [torch.nanmean(x[idx[s : s + chunk]], dim=1).mean(dim=-1) for s in range(0, n_boot, chunk)]
-    )
+    stats = torch.cat([torch.nanmean(x[idx[s : s + chunk]], dim=1).mean(dim=-1) for s in range(0, n_boot, chunk)])
     return _percentile_interval(stats, alpha)
 
 
@@ -140,8 +138,7 @@ def _log_probs(name: str, logp_p: Tensor, logp_q: Tensor) -> tuple[Tensor, Tenso
     p, q = _f64(logp_p), _f64(logp_q)
     if p.shape != q.shape or p.dim() != 2:
         raise ValueError(
-            f"{name}: expected two [n, V] log-probability tensors of the same shape, got "
-            f"{tuple(p.shape)} and {tuple(q.shape)}"
+            f"{name}: expected two [n, V] log-probability tensors of the same shape, got {tuple(p.shape)} and {tuple(q.shape)}"
         )
     return p, q
 

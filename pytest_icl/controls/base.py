@@ -193,8 +193,14 @@ class Control:
             "values": {v: a.values for v, a in result.analyses.items()},
             "layers": {v: a.layers for v, a in result.analyses.items()},
             "outcomes": [
-                {"claim": o.check.claim, "metric": o.check.metric, "variant": o.check.variant, "value": o.value,
-                 "control": o.control, "passed": o.passed}
+                {
+                    "claim": o.check.claim,
+                    "metric": o.check.metric,
+                    "variant": o.check.variant,
+                    "value": o.value,
+                    "control": o.control,
+                    "passed": o.passed,
+                }
                 for o in result.outcomes
             ],  # fmt: skip
         }

@@ -296,11 +296,7 @@ def encode_task(task: IclTask, tokenizer: PreTrainedTokenizerBase, *, max_length
     zsl, _, _ = _encode_setting(task, encoder, shots=False)
     icl, located, unclean_queries = _encode_setting(task, encoder, shots=True)
     demos = _demonstrations(task, icl, located, _bos(encoder, icl.contexts))
-    misaligned = sum(
-        1
-        for z, zs, i, is_ in zip(zsl.contexts, zsl.query_starts, icl.contexts, icl.query_starts)
-        if z[zs:] != i[is_:]
-    )
+    misaligned = sum(1 for z, zs, i, is_ in zip(zsl.contexts, zsl.query_starts, icl.contexts, icl.query_starts) if z[zs:] != i[is_:])
     if misaligned or unclean_queries:
         warnings.warn(
             TaskWarning(
@@ -310,9 +306,7 @@ def encode_task(task: IclTask, tokenizer: PreTrainedTokenizerBase, *, max_length
             ),
             stacklevel=2,
         )
-    encoded = EncodedTask(
-        zsl=zsl, icl=icl, demo_spans=demos.spans, demo_sequences=demos.sequences, demo_offset=demos.offset
-    )
+    encoded = EncodedTask(zsl=zsl, icl=icl, demo_spans=demos.spans, demo_sequences=demos.sequences, demo_offset=demos.offset)
     if max_length is not None and encoded.longest_icl_input() > max_length:
         raise TaskError(
             f"{task.name}: the {len(task.demonstrations)}-shot prompt needs {encoded.longest_icl_input()} tokens, "

@@ -107,7 +107,6 @@ class LayerCausalLoss:
         self._handles.clear()
 
 
-
 @contextmanager
 def finetuned(
     model: nn.Module,

@@ -77,7 +77,6 @@ class Records:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-
 def _batches(order: list[int], size: int):
     for start in range(0, len(order), size):
         yield order[start : start + size]
@@ -88,9 +87,7 @@ def _forward_cache(model: nn.Module, rows, device, cache=None):
     import torch
 
     with torch.no_grad():
-        return model(
-            input_ids=torch.tensor(rows, device=device), past_key_values=cache, use_cache=True, logits_to_keep=1
-        ).past_key_values
+        return model(input_ids=torch.tensor(rows, device=device), past_key_values=cache, use_cache=True, logits_to_keep=1).past_key_values
 
 
 def _rows_cache(cache, owners: list[int], device):
@@ -184,9 +181,10 @@ def score_setting(
             pairs += [(row, len(contexts[i]) - 1 - start + t) for t in range(steps)]
         keep = sorted({p for _, p in pairs})
         column = {p: c for c, p in enumerate(keep)}
-        with torch.no_grad(), capture.recording(
-            capture_rows, capture_positions, queries="at_positions" if record_queries else "none"
-        ) as record:
+        with (
+            torch.no_grad(),
+            capture.recording(capture_rows, capture_positions, queries="at_positions" if record_queries else "none") as record,
+        ):
             # keep is a list: under a device map accelerate's hooks would move a tensor to the first GPU.
             logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=keep, **kwargs).logits
         picked = torch.log_softmax(
@@ -285,9 +283,7 @@ def run_settings(
 
     capture = AttentionCapture(model)
     try:
-        common = dict(
-            position=task.settings.position, batch_size=batch_size, reuse_prefix=reuse_prefix, shared_query=shared_query
-        )
+        common = dict(position=task.settings.position, batch_size=batch_size, reuse_prefix=reuse_prefix, shared_query=shared_query)
         if reuse is not None:
             zsl, icl = reuse.zsl, reuse.icl
         else:
@@ -297,9 +293,7 @@ def run_settings(
                 timings["zsl"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            icl = score_setting(
-                model, capture, encoded.icl, gold, context_spans=encoded.demo_spans, on_batch=report("ICL", n), **common
-            )
+            icl = score_setting(model, capture, encoded.icl, gold, context_spans=encoded.demo_spans, on_batch=report("ICL", n), **common)
             timings["icl"] = time.perf_counter() - start
 
         start = time.perf_counter()

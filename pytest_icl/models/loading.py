@@ -116,8 +116,7 @@ def resolve_model(name: str) -> ModelSpec:
         if path.suffix.lower() == ".gguf":
             return ModelSpec(name, "gguf", str(path.resolve()), None, _safe_id(path.stem))
         raise ModelError(
-            f"{name!r} is a file but not a .gguf file. Pass a .gguf file, or the folder "
-            "that holds config.json and the weights."
+            f"{name!r} is a file but not a .gguf file. Pass a .gguf file, or the folder that holds config.json and the weights."
         )
     if _looks_like_path(text):
         raise ModelError(f"no such file/folder: {name!r} (resolved to {path.resolve()}).")
@@ -251,8 +250,15 @@ def load_model(
     model.eval()  # no dropout anywhere: ICL and FT forwards must be deterministic
     _set_pad_token(tokenizer)
     return LoadedModel(
-        spec=spec, model=model, tokenizer=tokenizer, device=torch_device, dtype=model.dtype,
-        revision=revision, weights_hash=digest, load_seconds=time.perf_counter() - start, path=folder,
+        spec=spec,
+        model=model,
+        tokenizer=tokenizer,
+        device=torch_device,
+        dtype=model.dtype,
+        revision=revision,
+        weights_hash=digest,
+        load_seconds=time.perf_counter() - start,
+        path=folder,
     )
 
 
@@ -326,9 +332,7 @@ def _dequantise(gguf: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Always fp32: the cache is dtype-independent, and casting later is exact.
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
-    )
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are plain floats now; detaching the GGUF quantizer makes this model
     # behave like the cached one (.float()/.half() and save_pretrained refuse otherwise).

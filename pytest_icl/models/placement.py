@@ -49,8 +49,15 @@ DEVICE_MAP_CHOICES = "auto, balanced or a JSON file mapping module names to devi
 NAMED_DEVICE_MAPS = ("auto", "balanced")  # accelerate's names (transformers' from_pretrained passes them on)
 
 _CUDA_INDEX = re.compile(r"cuda:(\d+)")
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16", "auto": "auto"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "auto": "auto",
+}
 _GIB = 1024**3
 
 
@@ -155,10 +162,14 @@ def read_device_map(path: str | Path) -> dict[str, int | str]:
     except OSError as error:
         raise PlacementError(f"{where}: cannot read the file ({error.strerror or error}); give {DEVICE_MAP_CHOICES}.") from None
     except ValueError as error:
-        raise PlacementError(f"{where}: not valid JSON ({error}); the file must hold one object such as "
-                             '{"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": 1}.') from None
+        raise PlacementError(
+            f"{where}: not valid JSON ({error}); the file must hold one object such as "
+            '{"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": 1}.'
+        ) from None
     if not isinstance(data, dict) or not data:
-        raise PlacementError(f"{where}: the file must hold a non-empty JSON object mapping module names to devices, got {type(data).__name__}.")
+        raise PlacementError(
+            f"{where}: the file must hold a non-empty JSON object mapping module names to devices, got {type(data).__name__}."
+        )
     mapping: dict[str, int | str] = {}
     for name, device in data.items():
         mapping[name] = _map_entry(where, name, device)
@@ -220,20 +231,22 @@ def device_map_kwargs(device_map: str | None, device: torch.device | str) -> dic
         return {"device_map": name.lower()}
     path = Path(name).expanduser()
     if not path.is_file():
-        raise PlacementError(f"--icl-device-map: {name!r} is neither auto nor balanced, and no such file exists; give {DEVICE_MAP_CHOICES}.")
+        raise PlacementError(
+            f"--icl-device-map: {name!r} is neither auto nor balanced, and no such file exists; give {DEVICE_MAP_CHOICES}."
+        )
     mapping = read_device_map(path)
     gpus = sorted({d for d in mapping.values() if isinstance(d, int)})
     if gpus:
         if device.type == "cpu":
             raise PlacementError(
                 f"--icl-device-map {name}: the map puts modules on GPU {', '.join(map(str, gpus))}, but the device is the CPU "
-                "(--icl-device cpu, or auto on a machine without a visible GPU); map every module to \"cpu\" or use a GPU."
+                '(--icl-device cpu, or auto on a machine without a visible GPU); map every module to "cpu" or use a GPU.'
             )
         if "cpu" in mapping.values():
             raise PlacementError(
-                f"--icl-device-map {name}: the map mixes GPUs and \"cpu\"; with a GPU in the map accelerate offloads the "
-                "\"cpu\" modules (streams their weights in per forward), and offloaded weights cannot be finetuned. "
-                "Map every module to a GPU, or every module to \"cpu\"."
+                f'--icl-device-map {name}: the map mixes GPUs and "cpu"; with a GPU in the map accelerate offloads the '
+                '"cpu" modules (streams their weights in per forward), and offloaded weights cannot be finetuned. '
+                'Map every module to a GPU, or every module to "cpu".'
             )
         count = torch.cuda.device_count()
         missing = [g for g in gpus if g >= count]
@@ -349,7 +362,8 @@ def describe_oom(error: BaseException, device: torch.device | str, *, batch_size
     smaller = f"smaller than {batch_size}" if batch_size else "smaller"
     hints = [
         "--icl-dtype bfloat16 (halves the weights and activations; FT still updates fp32 copies)",
-        f"--icl-batch-size {max(1, batch_size // 2)} ({smaller}: fewer eval rows per forward)" if batch_size and batch_size > 1
+        f"--icl-batch-size {max(1, batch_size // 2)} ({smaller}: fewer eval rows per forward)"
+        if batch_size and batch_size > 1
         else f"a {smaller} --icl-batch-size",
         "--icl-device-map auto (spreads the layers over every visible GPU)",
     ]

@@ -407,4 +407,3 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
             value = result.row["values"].get(name)  # a stored NaN reads back as None
             request.node.user_properties.append((f"icl.{name}", round(float("nan") if value is None else value, 6)))
     return result
-

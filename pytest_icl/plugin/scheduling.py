@@ -153,7 +153,9 @@ def pin_worker(environ: MutableMapping[str, str], workerinput: Mapping[str, Any]
             how = f"{count} workers share {len(visible)} GPU(s); --icl-gpus-per-worker 1 needs one GPU per worker"
     else:
         if visible is None:
-            raise SchedulingError(f"--icl-gpus-per-worker {gpus_per_worker}: no NVIDIA GPU was found (no driver), so none can be given to the workers.")
+            raise SchedulingError(
+                f"--icl-gpus-per-worker {gpus_per_worker}: no NVIDIA GPU was found (no driver), so none can be given to the workers."
+            )
         devices = worker_devices(index, count, gpus_per_worker, visible)
         how = f"{gpus_per_worker} GPU(s) per worker"
     environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)

@@ -72,7 +72,10 @@ class ModelPool:
         plain_line(f"{spec.id}: loading the model")
         try:
             loaded = load_model(
-                spec, device=self.options.device, dtype=self.options.dtype, device_map=self.options.device_map,
+                spec,
+                device=self.options.device,
+                dtype=self.options.dtype,
+                device_map=self.options.device_map,
                 progress=self.progress,
             )
             try:

@@ -103,7 +103,9 @@ class Summary:
             counts[comparison["status"]] = counts.get(comparison["status"], 0) + 1
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         failed = any(status != "passed" for status in counts)
-        self.baseline_lines.append((f"baseline: {len(self.comparisons)} pair(s) compared with {self.session.options.baseline}: {summary}", failed))
+        self.baseline_lines.append(
+            (f"baseline: {len(self.comparisons)} pair(s) compared with {self.session.options.baseline}: {summary}", failed)
+        )
         for comparison in self.comparisons.values():
             line = notable_changes(comparison)
             if line:

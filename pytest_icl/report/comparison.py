@@ -242,7 +242,9 @@ def compare(row: dict[str, Any], baseline: Baseline, tolerances: dict[str, float
     if against is None:
         candidates = [r for r in same_task if r["model_id"] == row["model_id"]]
         if not candidates:
-            return Comparison("missing", pair, baseline.path, row, note=f"No stored row for model {row['model_id']} on task {row['task']}. {fix}")
+            return Comparison(
+                "missing", pair, baseline.path, row, note=f"No stored row for model {row['model_id']} on task {row['task']}. {fix}"
+            )
         in_slot = [r for r in candidates if r.get("dtype") == row.get("dtype")]
         if not in_slot:
             dtypes = ", ".join(sorted({str(r.get("dtype")) for r in candidates}))

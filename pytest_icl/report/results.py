@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from pytest_icl.report.store import Store
 
+
 def pair_of(row: dict[str, Any]) -> str:
     return f"{row['model_id']}-{row['task']}"
 

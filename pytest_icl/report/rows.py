@@ -45,7 +45,17 @@ SCALAR_COLUMNS = (
 
 def row_key(row: dict[str, Any]) -> tuple:
     """What makes two rows the same experiment."""
-    return (row["task"], row["task_hash"], row["model_id"], row["weights_hash"], row["shots"], row["seed"], row["lr"], row["position"], row["dtype"])
+    return (
+        row["task"],
+        row["task_hash"],
+        row["model_id"],
+        row["weights_hash"],
+        row["shots"],
+        row["seed"],
+        row["lr"],
+        row["position"],
+        row["dtype"],
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -272,9 +282,7 @@ def format_verdicts(rows: list[dict[str, Any]]) -> list[str]:
             interval = "n/a" if v["low"] is None else f"{v['low']:+.3f}…{v['high']:+.3f}"
             estimate = "n/a" if v["estimate"] is None else f"{v['estimate']:+.3f}"
             beside = [c for c in v.get("comparisons", [])[1:]]
-            extra = "".join(
-                f"; vs {c['control']}: " + ("n/a" if c["low"] is None else f"{c['low']:+.3f}…{c['high']:+.3f}") for c in beside
-            )
+            extra = "".join(f"; vs {c['control']}: " + ("n/a" if c["low"] is None else f"{c['low']:+.3f}…{c['high']:+.3f}") for c in beside)
             body.append([row["model_id"], row["task"], name, estimate, interval + extra, f"{v['margin']:+g}", v["outcome"]])
     header = ["model", "task", "property", "metric−control", "95% CI", "margin", "outcome"]
     return _aligned(header, body) if body else []

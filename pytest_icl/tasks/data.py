@@ -62,7 +62,11 @@ def load_yaml_relative_files(*, data_files: Any, config_source: str | None = Non
 
     base = Path(config_source).parent if config_source and config_source != "inline" else Path.cwd()
     files = _map_paths(data_files, _relative_to(base))
-    names = [files] if isinstance(files, str) else [f for v in (files.values() if isinstance(files, dict) else files) for f in ([v] if isinstance(v, str) else v)]
+    names = (
+        [files]
+        if isinstance(files, str)
+        else [f for v in (files.values() if isinstance(files, dict) else files) for f in ([v] if isinstance(v, str) else v)]
+    )
     builders = {_BUILDERS.get(Path(n).suffix) for n in names}
     if len(builders) != 1 or None in builders:
         raise ValueError(f"load_yaml_relative_files: data_files must all be .jsonl/.json, .csv, .parquet or .txt, got {names}")
@@ -82,7 +86,7 @@ def check_data_files(config: dict[str, Any], *, origin: str, base: Path | None) 
     kwargs = config.get("dataset_kwargs") if isinstance(config.get("dataset_kwargs"), dict) else {}
     where = f" (relative data_files are read from the task YAML's folder, {base})" if base else ""
     files = kwargs.get("data_files")
-    for split, value in (files.items() if isinstance(files, dict) else [("train", files)] if files else []):
+    for split, value in files.items() if isinstance(files, dict) else [("train", files)] if files else []:
         for name in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
             if isinstance(name, str) and "://" not in name and not glob.glob(os.path.expanduser(name)):
                 raise TaskDataMissing(
@@ -105,7 +109,9 @@ def _folder_files(folder: Path) -> list[str]:
         found[stem] = sorted(p for p in folder.iterdir() if p.stem == stem and p.suffix in _BUILDERS)
     for stem, paths in found.items():
         if len(paths) > 1:
-            raise TaskSettingsError(f"--icl-data folder {folder} has {len(paths)} {stem} files ({', '.join(p.name for p in paths)}); keep one")
+            raise TaskSettingsError(
+                f"--icl-data folder {folder} has {len(paths)} {stem} files ({', '.join(p.name for p in paths)}); keep one"
+            )
     scored = found["test"] or found["eval"]
     if not found["train"] or not (scored or found["validation"]):
         raise TaskDataMissing(

@@ -220,7 +220,9 @@ def _include_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, 
             raise TaskDefinitionError(f"{path}: include: must name YAML files, not {include!r}")
         base = Path(include) if Path(include).is_absolute() else path.parent / include
         if not base.is_file():
-            raise TaskDefinitionError(f"{path}: the included file {base} does not exist (include: paths are relative to the including YAML)")
+            raise TaskDefinitionError(
+                f"{path}: the included file {base} does not exist (include: paths are relative to the including YAML)"
+            )
         chain += _include_chain(base, (*seen, path))
     return [*chain, (path, data)]
 

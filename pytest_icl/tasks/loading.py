@@ -131,8 +131,7 @@ def _builtin_index() -> dict[str, tuple[str, str | None]]:
     from lm_eval.tasks import TaskManager
 
     entries = {
-        name: (entry.kind.name, str(entry.yaml_path) if entry.yaml_path else None)
-        for name, entry in TaskManager().task_index.items()
+        name: (entry.kind.name, str(entry.yaml_path) if entry.yaml_path else None) for name, entry in TaskManager().task_index.items()
     }
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +197,7 @@ def _lm_eval_config(source: TaskSource, data: str | None) -> tuple[dict[str, Any
         raise TaskDefinitionError(
             f"{source.origin}: this multiple_choice task has no doc_to_choice, and pytest-icl compares the model's "
             "scores of the answer choices. Add doc_to_choice: a list of label words (doc_to_choice: "
-            "[\"negative\", \"positive\"]), the name of a column holding each row's choices, or a Jinja template."
+            '["negative", "positive"]), the name of a column holding each row\'s choices, or a Jinja template.'
         )
     if data:
         return original, local_data_config(config, data), yaml_path
@@ -373,7 +372,9 @@ def load_task(
         )
     if not getattr(task, "sampler", None) or not task.sampler.df:  # lm-eval makes no sampler without a pool
         raise TaskDefinitionError(f"{source.origin}: no few-shot split (set training_split or fewshot_split)")
-    demonstrations = tuple(_to_example(task, d, source.origin, task.fewshot_cfg) for d in fixed_demonstrations(task, plan.shots, source.origin))
+    demonstrations = tuple(
+        _to_example(task, d, source.origin, task.fewshot_cfg) for d in fixed_demonstrations(task, plan.shots, source.origin)
+    )
     docs = _eval_docs(task, split, limit, source.origin)
     eval_examples = tuple(_to_example(task, d, source.origin) for d in docs)
     description = task.resolve_field(docs[0], task.config.description) or ""

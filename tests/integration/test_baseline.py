@@ -37,7 +37,8 @@ def esc(text: str) -> str:
     """``text`` as a literal inside an fnmatch pattern (``[`` opens a character class there)."""
     return text.replace("[", "[[]")
 
-CONFTEST = '''
+
+CONFTEST = """
 import os
 
 import pytest
@@ -57,7 +58,7 @@ if os.environ.get("ICL_TEST_CRASH_REPLACE"):
 def pytest_runtest_call(item):
     if os.environ.get("ICL_TEST_INTERRUPT") and item.name.endswith("-simaou]"):
         raise KeyboardInterrupt
-'''
+"""
 
 
 class Project:
@@ -178,7 +179,9 @@ def test_a_perturbed_metric_fails_with_the_diff(stored: Stored):
         ],
         consecutive=False,
     )
-    result.stdout.fnmatch_lines([f"baseline: 1 pair(s) compared with {path}: 1 regressed", f"FAILED tasks/{TASK}/{TASK}.yaml::{esc(BASELINE_ITEM)} - *"])
+    result.stdout.fnmatch_lines(
+        [f"baseline: 1 pair(s) compared with {path}: 1 regressed", f"FAILED tasks/{TASK}/{TASK}.yaml::{esc(BASELINE_ITEM)} - *"]
+    )
 
 
 def test_a_key_mismatch_is_reported_not_compared(stored: Stored):
@@ -246,8 +249,14 @@ def test_an_interrupted_update_leaves_the_old_file(stored: Stored):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"format": "pytest-icl-baseline", "rows": [', "ERROR: baseline file {path} is corrupt: not valid JSON (Expecting value at line 1, column *). It was left untouched: *"),
-        ('{"name": "my-package", "version": "1.0"}', "ERROR: {path} is not a pytest-icl baseline file: expected a JSON object with a 'rows' list. *"),
+        (
+            '{"format": "pytest-icl-baseline", "rows": [',
+            "ERROR: baseline file {path} is corrupt: not valid JSON (Expecting value at line 1, column *). It was left untouched: *",
+        ),
+        (
+            '{"name": "my-package", "version": "1.0"}',
+            "ERROR: {path} is not a pytest-icl baseline file: expected a JSON object with a 'rows' list. *",
+        ),
     ],
     ids=["corrupt", "foreign"],
 )
@@ -271,9 +280,15 @@ def test_a_corrupt_or_foreign_file_is_a_usage_error_and_never_overwritten(projec
         (["--icl-baseline=missing.json"], "ERROR: baseline file */missing.json does not exist. Create it with --icl-baseline-update."),
         (["--icl-baseline-update"], "ERROR: --icl-baseline-update needs --icl-baseline FILE"),
         (["--icl-baseline-model=x"], "ERROR: --icl-baseline-model needs --icl-baseline FILE"),
-        (["--icl-baseline=b.json", "--icl-baseline-update", "--icl-baseline-model=x"], "ERROR: --icl-baseline-model * cannot be combined with --icl-baseline-update"),
+        (
+            ["--icl-baseline=b.json", "--icl-baseline-update", "--icl-baseline-model=x"],
+            "ERROR: --icl-baseline-model * cannot be combined with --icl-baseline-update",
+        ),
         (["--icl-tolerance=simaou"], "ERROR: --icl-tolerance: 'simaou' is not allowed; give METRIC=VALUE with METRIC one of acc_zsl, *"),
-        (["--icl-tolerance=simam_before=0.1"], "ERROR: --icl-tolerance: 'simam_before=0.1' is not allowed; give METRIC=VALUE * (simam_before is not compared with the baseline *"),
+        (
+            ["--icl-tolerance=simam_before=0.1"],
+            "ERROR: --icl-tolerance: 'simam_before=0.1' is not allowed; give METRIC=VALUE * (simam_before is not compared with the baseline *",
+        ),
     ],
     ids=["missing", "update-alone", "model-alone", "update-and-model", "tolerance-form", "tolerance-control"],
 )

@@ -56,7 +56,10 @@ def test_tasks_run_on_local_jsonl_csv_and_folder(hub_tasks):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ("fromjsonl=data/train.jsonl,data/csv/test.csv", "*--icl-data files must both be .jsonl, .json, .csv or .parquet, got ['train.jsonl', 'test.csv']"),
+        (
+            "fromjsonl=data/train.jsonl,data/csv/test.csv",
+            "*--icl-data files must both be .jsonl, .json, .csv or .parquet, got ['train.jsonl', 'test.csv']",
+        ),
     ],
     ids=["mixed-formats"],  # a missing file is a usage error at start: test_bad_inputs.py
 )

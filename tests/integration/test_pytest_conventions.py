@@ -111,4 +111,6 @@ def test_named_task_file_wins_over_the_lm_eval_builtin_of_the_same_name(project)
 
     result.stdout.fnmatch_lines(["*<IclItem test_icl[[]tiny-gpt2-sst2-accuracy[]]>*"])
     result.stdout.fnmatch_lines(["*<TaskFile suites/sst2/sst2.yaml>*"])
-    result.stdout.fnmatch_lines(["icl: --icl-task sst2 is the task file *suites/sst2/sst2.yaml; lm-eval's built-in task 'sst2' is not used"])
+    result.stdout.fnmatch_lines(
+        ["icl: --icl-task sst2 is the task file *suites/sst2/sst2.yaml; lm-eval's built-in task 'sst2' is not used"]
+    )

@@ -59,7 +59,10 @@ def test_a_merge_with_a_shard_missing_is_refused(project):
 
     shard0 = project.run("--icl-shard", "0/2", f"--icl-report={path / 's0'}", *THRESHOLDS, "-k", "accuracy")
     merged = subprocess.run(
-        [sys.executable, "-m", "pytest_icl", "merge", str(path / "s0"), "-o", str(path / "merged")], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "pytest_icl", "merge", str(path / "s0"), "-o", str(path / "merged")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
     assert shard0.ret == 0, shard0.stdout.str()[-2000:]

@@ -113,7 +113,10 @@ def test_two_concurrent_runs_into_one_folder_keep_both_pairs(project):
     assert set(_rows(report)) == {("tiny-gpt2", "antonyms"), ("tiny-gpt2", "opposites")}
     manifest = json.loads((report / "manifest.json").read_text())
     assert len(manifest["shards"]) == 2  # each run recorded (its own set of pairs)
-    assert sorted(p.name for p in report.glob("samples_*.jsonl")) == ["samples_tiny-gpt2_antonyms.jsonl", "samples_tiny-gpt2_opposites.jsonl"]
+    assert sorted(p.name for p in report.glob("samples_*.jsonl")) == [
+        "samples_tiny-gpt2_antonyms.jsonl",
+        "samples_tiny-gpt2_opposites.jsonl",
+    ]
 
 
 def test_diff_flags_a_planted_regression(project):

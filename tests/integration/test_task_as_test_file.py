@@ -98,7 +98,9 @@ def test_every_analysed_task_gets_a_row_in_the_table(run):
 
 
 def test_example_runs_on_a_model(run, outcomes):
-    example = {node.removeprefix("examples/test_mytask.py::"): outcome for node, outcome in outcomes.items() if node.startswith("examples/")}
+    example = {
+        node.removeprefix("examples/test_mytask.py::"): outcome for node, outcome in outcomes.items() if node.startswith("examples/")
+    }
     assert len(example) == 7
     for name in (
         "test_the_task_is_the_one_we_meant[tiny-gpt2]",
@@ -135,4 +137,6 @@ def test_example_is_skipped_unless_a_model_is_named(example):
 
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=7)
-    result.stdout.fnmatch_lines(["SKIPPED [[]*] examples/test_mytask.py:*: example: pass --icl-model MODEL to run it (e.g. --icl-model gpt2)"])
+    result.stdout.fnmatch_lines(
+        ["SKIPPED [[]*] examples/test_mytask.py:*: example: pass --icl-model MODEL to run it (e.g. --icl-model gpt2)"]
+    )

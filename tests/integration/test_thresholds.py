@@ -22,9 +22,7 @@ def run(tmp_path_factory, tiny_gpt2) -> pytest.RunResult:
     write_task(folder / "tasks", "alpha", icl={"thresholds": {"accuracy": 2}})
     write_task(folder / "tasks", "beta", icl={"thresholds": {"simam": 2}})
     write_task(folder / "tasks", "delta", icl={"thresholds": dict.fromkeys(SUITE_PROPERTIES, 2)})
-    return run_pytest(
-        folder, f"--icl-model={tiny_gpt2}", "--icl-limit", "6", "--icl-threshold", "accuracy=-1", "-k", SELECTED, "-v"
-    )
+    return run_pytest(folder, f"--icl-model={tiny_gpt2}", "--icl-limit", "6", "--icl-threshold", "accuracy=-1", "-k", SELECTED, "-v")
 
 
 @pytest.fixture(scope="module")
@@ -64,5 +62,7 @@ def test_unknown_threshold_name_is_a_collection_error_listing_the_known_ones(tmp
     result = run_pytest(tmp_path, f"--icl-model={tiny_gpt2}", "--collect-only", "-q")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*gamma.yaml: unknown threshold name(s) [[]'acuracy'] in the task's icl.thresholds; known: accuracy, rec2ftp, simaou, simam, kendall"]
+        [
+            "*gamma.yaml: unknown threshold name(s) [[]'acuracy'] in the task's icl.thresholds; known: accuracy, rec2ftp, simaou, simam, kendall"
+        ]
     )

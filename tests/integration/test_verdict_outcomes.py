@@ -74,7 +74,9 @@ def test_a_single_draw_is_marked_as_such(project):
 
 def test_with_the_gates_open_a_straddling_interval_is_undecided_not_passed(project):
     project.task()
-    result = project.run("--icl-accuracy-gate", "off", "--icl-shuffled=on", "--icl-seeds=2", "--icl-threshold", "simaou=0", "--icl-report", "out")
+    result = project.run(
+        "--icl-accuracy-gate", "off", "--icl-shuffled=on", "--icl-seeds=2", "--icl-threshold", "simaou=0", "--icl-report", "out"
+    )
     row = json.loads((project.path / "out" / "results.json").read_text())["rows"][0]
     for name, verdict in row["verdicts"].items():
         low, high, margin = verdict["low"], verdict["high"], verdict["margin"]

@@ -154,7 +154,15 @@ def test_missing_row_fails_and_says_how_to_add_it():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("task_hash", "changed"), ("shots", 8), ("seed", 2), ("lr", 0.1), ("position", "prompt"), ("weights_hash", "v" * 64), ("revision", "abc")],
+    [
+        ("task_hash", "changed"),
+        ("shots", 8),
+        ("seed", 2),
+        ("lr", 0.1),
+        ("position", "prompt"),
+        ("weights_hash", "v" * 64),
+        ("revision", "abc"),
+    ],
 )
 def test_a_key_mismatch_is_reported_never_compared(field, value):
     stored = make_row()

@@ -19,10 +19,7 @@ ROWS, POSITIONS = [0, 1, 1], [11, 4, 11]
 def _reference(model, ids):
     outputs = {}
     modules = architecture_of(model).attention_modules(model)
-    handles = [
-        m.register_forward_hook(lambda mod, args, out, i=i: outputs.__setitem__(i, out[0].detach()))
-        for i, m in enumerate(modules)
-    ]
+    handles = [m.register_forward_hook(lambda mod, args, out, i=i: outputs.__setitem__(i, out[0].detach())) for i, m in enumerate(modules)]
     with torch.no_grad():
         result = model(ids, output_attentions=True)
     for handle in handles:

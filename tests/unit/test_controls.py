@@ -89,13 +89,16 @@ def test_untrained_model_rejects_an_unknown_mode():
 
 
 def _task(golds, choices=("red", "blue", "green")) -> IclTask:
-    demos = tuple(
-        Example(f"Text {i}:", choices if isinstance(choices[0], str) else choices[i], g) for i, g in enumerate(golds)
-    )
+    demos = tuple(Example(f"Text {i}:", choices if isinstance(choices[0], str) else choices[i], g) for i, g in enumerate(golds))
     return IclTask(
-        name="t", description="D.\n", target_delimiter=" ", fewshot_delimiter="\n",
-        demonstrations=demos, eval_examples=(Example("Q:", ("red", "blue", "green"), 1),),
-        settings=TaskSettings(shots=len(golds)), config_hash="abc123",
+        name="t",
+        description="D.\n",
+        target_delimiter=" ",
+        fewshot_delimiter="\n",
+        demonstrations=demos,
+        eval_examples=(Example("Q:", ("red", "blue", "green"), 1),),
+        settings=TaskSettings(shots=len(golds)),
+        config_hash="abc123",
     )
 
 
@@ -167,11 +170,18 @@ def test_control_checks_cover_every_control_but_seeds_and_name_real_metrics():
 
 def test_check_control_verdicts():
     base = _analysis(simaou=0.2, simam_delta=0.1, kl_icl_ft=0.3, kl_icl_ft_shuffled=0.5, top10_icl_ft=0.6, top10_icl_ft_shuffled=0.7)
-    outcomes = check_control("untrained", base, {"no_training": _analysis(simaou=0.1, simam_delta=0.15),
-                                                 "trained_embeddings": _analysis(simaou=0.25, simam_delta=math.nan)})
+    outcomes = check_control(
+        "untrained",
+        base,
+        {"no_training": _analysis(simaou=0.1, simam_delta=0.15), "trained_embeddings": _analysis(simaou=0.25, simam_delta=math.nan)},
+    )
     verdicts = {(o.check.variant, o.check.metric): o.passed for o in outcomes}
-    assert verdicts == {("no_training", "simaou"): True, ("no_training", "simam_delta"): False,
-                        ("trained_embeddings", "simaou"): False, ("trained_embeddings", "simam_delta"): None}
+    assert verdicts == {
+        ("no_training", "simaou"): True,
+        ("no_training", "simam_delta"): False,
+        ("trained_embeddings", "simaou"): False,
+        ("trained_embeddings", "simam_delta"): None,
+    }
     assert "does not hold" in outcomes[1].message and "no_training run" in outcomes[1].message
     # output: real FT against shuffled-label FT (closer to ICL in KL, but fewer shared top-10 tokens here)
     out = {o.check.metric: o for o in check_control("output", base, {})}
@@ -202,7 +212,7 @@ def test_run_control_passes_the_contract_arguments(monkeypatch):
         lambda records, seed, n_boot: _analysis(simaou=fake_values[records.name], simam_delta=0.0, kendall=0.0, simaou_unnormalised=0.0),
     )
     shuffled = run_control("shuffled", model, tokenizer, task, base, batch_size=4, seed=1)
-    (run_model, kwargs), = calls
+    ((run_model, kwargs),) = calls
     assert run_model is model and kwargs["reuse"] is base and kwargs["batch_size"] == 4
     assert kwargs["ft_task"] == shuffled_label_task(task, 1)
     assert [o.passed for o in shuffled.outcomes][0] is True and set(shuffled.seconds) == {"shuffled"}
@@ -230,8 +240,9 @@ def test_run_control_end_to_end_on_a_tiny_model():
     model, tokenizer = make_tiny_model("llama")
     words = ["hot", "cold", "up", "down", "big", "small", "fast", "slow", "wet", "dry"]
     examples = [Example(f"Word: {w}\nAntonym:", ("yes", "no"), i % 2) for i, w in enumerate(words)]
-    task = dataclasses.replace(_task([0]), demonstrations=tuple(examples[:4]), eval_examples=tuple(examples[4:]),
-                               settings=TaskSettings(shots=4, lr=0.1))
+    task = dataclasses.replace(
+        _task([0]), demonstrations=tuple(examples[:4]), eval_examples=tuple(examples[4:]), settings=TaskSettings(shots=4, lr=0.1)
+    )
     base = run_settings(model, tokenizer, task, batch_size=8)
     base_analysis = analyse(base, seed=task.settings.seed, n_boot=50)
     for name in ("shuffled", "lcgd"):
@@ -248,13 +259,19 @@ def test_run_control_end_to_end_on_a_tiny_model():
 
 def _records(predictions, logprobs, gold):
     setting = lambda p, lp: SimpleNamespace(predictions=torch.tensor(p), logprobs=torch.tensor(lp))  # noqa: E731
-    return SimpleNamespace(gold=torch.tensor(gold), zsl=setting(predictions[0], logprobs[0]),
-                           icl=setting(predictions[1], logprobs[1]), ft=setting(predictions[2], logprobs[2]))
+    return SimpleNamespace(
+        gold=torch.tensor(gold),
+        zsl=setting(predictions[0], logprobs[0]),
+        icl=setting(predictions[1], logprobs[1]),
+        ft=setting(predictions[2], logprobs[2]),
+    )
 
 
 def test_summarise_seeds_mean_sd_and_order_sensitivity():
-    analyses = [_analysis(simaou=v, acc_zsl=0.5, acc_icl=a, acc_ft=0.6, rec2ftp=r)
-                for v, a, r in ((0.1, 0.7, math.nan), (0.2, 0.9, 0.5), (0.3, 0.8, 0.7))]
+    analyses = [
+        _analysis(simaou=v, acc_zsl=0.5, acc_icl=a, acc_ft=0.6, rec2ftp=r)
+        for v, a, r in ((0.1, 0.7, math.nan), (0.2, 0.9, 0.5), (0.3, 0.8, 0.7))
+    ]
     summary = summarise_seeds(analyses)
     assert summary["runs"] == 3
     assert summary["metrics"]["simaou"]["mean"] == pytest.approx(0.2) and summary["metrics"]["simaou"]["sd"] == pytest.approx(0.1)

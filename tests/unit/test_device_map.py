@@ -23,7 +23,15 @@ from tests.unit.test_runs import _task
 # Per architecture: a split of the modules, as a user's device map file would name them.
 SPLITS = {
     "llama": ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "model.rotary_emb", "lm_head"],
-    "gpt_neo": ["transformer.wte", "transformer.wpe", "transformer.drop", "transformer.h.0", "transformer.h.1", "transformer.ln_f", "lm_head"],
+    "gpt_neo": [
+        "transformer.wte",
+        "transformer.wpe",
+        "transformer.drop",
+        "transformer.h.0",
+        "transformer.h.1",
+        "transformer.ln_f",
+        "lm_head",
+    ],
 }
 
 

@@ -130,8 +130,14 @@ def test_unknown_objective_says_which_exist():
 
 
 def _splits() -> list[dict[str, str]]:
-    cpu = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu", "model.norm": "cpu",
-           "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    cpu = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "cpu",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     splits = [cpu]
     if torch.cuda.is_available():  # the real thing: the input embedding and layer 0 on the GPU, the rest on the CPU
         splits.append({**cpu, "model.embed_tokens": "cuda:0", "model.layers.0": "cuda:0"})

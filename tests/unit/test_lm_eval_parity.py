@@ -36,7 +36,9 @@ def _requests(task, *, shots: bool):
 
     return [
         [
-            Instance(request_type="loglikelihood", doc={}, arguments=(task.prompt(example, shots=shots), task.target_delimiter + choice), idx=j)
+            Instance(
+                request_type="loglikelihood", doc={}, arguments=(task.prompt(example, shots=shots), task.target_delimiter + choice), idx=j
+            )
             for j, choice in enumerate(example.choices)
         ]
         for example in task.eval_examples
@@ -113,9 +115,15 @@ def _simple_evaluate(folder: Path, limit: int | None) -> dict:
     from lm_eval.tasks import TaskManager
 
     return lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={folder},dtype=float32", device="cpu", batch_size=16,
-        tasks=list(MADE_UP), task_manager=TaskManager(include_path=str(TASKS), include_defaults=False),
-        num_fewshot=SHOTS, limit=limit, log_samples=True,
+        model="hf",
+        model_args=f"pretrained={folder},dtype=float32",
+        device="cpu",
+        batch_size=16,
+        tasks=list(MADE_UP),
+        task_manager=TaskManager(include_path=str(TASKS), include_defaults=False),
+        num_fewshot=SHOTS,
+        limit=limit,
+        log_samples=True,
     )  # fmt: skip  (seeds as lm-eval's defaults: fewshot seed 1234, which first_n does not use)
 
 

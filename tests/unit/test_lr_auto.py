@@ -82,7 +82,9 @@ def test_the_cache_root_can_be_given(tiny, source, tmp_path):
     assert len(list((tmp_path / "elsewhere" / "lr").glob("*.json"))) == 1
 
 
-@pytest.mark.parametrize(("lr", "expected", "says"), [("auto", FALLBACK_LR, "the default lr 0.01 (its lr is 'auto')"), ("3.0e-3", 3e-3, "its fixed lr 0.003")])
+@pytest.mark.parametrize(
+    ("lr", "expected", "says"), [("auto", FALLBACK_LR, "the default lr 0.01 (its lr is 'auto')"), ("3.0e-3", 3e-3, "its fixed lr 0.003")]
+)
 def test_without_a_validation_split_the_fixed_lr_is_used_and_said(tiny, source, monkeypatch, lr, expected, says):
     source.path.write_text(TASK.replace("validation_split: validation\n", "").replace("lr: auto", f"lr: {lr}"))
     calls = _counting(monkeypatch)

@@ -80,9 +80,7 @@ def test_rec2ftp_chance_and_precision():
     keep = torch.tensor([0, 1, 3, 4, 5, 6, 7])
     assert M.ft_precision(ZS[keep], ICL[keep], FT[keep]) == pytest.approx(1.0)
     # ICL right on 3 of ZS-wrong {0,1,2,3,8}: chance = 3/5
-    assert M.rec2ftp_chance(
-        torch.cat([ZS, torch.tensor([False])]), torch.cat([ICL, torch.tensor([True])])
-    ) == pytest.approx(3 / 5)
+    assert M.rec2ftp_chance(torch.cat([ZS, torch.tensor([False])]), torch.cat([ICL, torch.tensor([True])])) == pytest.approx(3 / 5)
 
 
 def test_rec2ftp_empty_denominators_are_nan():
@@ -141,9 +139,7 @@ def test_simaou_normalised_bias_general_formula():
     # With c = 1/√(1 + a): |Δ|² = 2(1 − c) and Δ_ICL·Δ_FT = (1 − c_I)(1 − c_F), so
     # cos = √((1 − c_I)(1 − c_F)) / 2. a_I = 3 (c = 1/2), a_F = 8 (c = 1/3): √(1/3)/2.
     h_zs, h_icl, h_ft = deutch_case(3.0, 8.0)
-    assert float(M.simaou_per_example(h_zs, h_icl, h_ft)) == pytest.approx(
-        math.sqrt(1 / 3) / 2, abs=1e-12
-    )
+    assert float(M.simaou_per_example(h_zs, h_icl, h_ft)) == pytest.approx(math.sqrt(1 / 3) / 2, abs=1e-12)
 
 
 def test_simaou_matches_official_numpy_and_scale_behaviour():
@@ -293,9 +289,7 @@ def test_simam_hand_example_and_padding_invariance():
     expected = (1 / math.sqrt(2) + 1) / 2
     assert float(M.simam_per_example(m_a, m_b)) == pytest.approx(expected, abs=1e-12)
     pad = torch.nn.functional.pad  # 3 zeros on the left, 2 on the right
-    assert float(M.simam_per_example(pad(m_a, (3, 2)), pad(m_b, (3, 2)))) == pytest.approx(
-        expected, abs=1e-12
-    )
+    assert float(M.simam_per_example(pad(m_a, (3, 2)), pad(m_b, (3, 2)))) == pytest.approx(expected, abs=1e-12)
     # A zero map (e.g. an all-padding head) gives cosine 0, not NaN: (0 + 1)/2.
     m_c = m_a.clone()
     m_c[..., 0, :] = 0
@@ -329,9 +323,7 @@ def test_simam_matches_official_left_padding_on_ragged_examples():
     # Deutch's SimAM∆ (their metrics.py, diff=True), per head then mean over heads
     zs, icl, ft = padded(0, "left"), padded(1, "left"), padded(2, "left")
     ref_delta = np_cos(icl - zs, ft - zs).mean(axis=2)
-    got_delta = M.simam_delta_per_example(
-        t64(padded(0, "right")), t64(padded(1, "right")), t64(padded(2, "right"))
-    )
+    got_delta = M.simam_delta_per_example(t64(padded(0, "right")), t64(padded(1, "right")), t64(padded(2, "right")))
     np.testing.assert_allclose(got_delta.numpy(), ref_delta, atol=1e-12)
 
 
@@ -559,4 +551,3 @@ def test_topk_overlap_counts_shared_tokens():
     assert S.topk_overlap(p, q, k=5).tolist() == [1.0]
     with pytest.raises(ValueError, match="k must be"):
         S.topk_overlap(p, q, k=6)
-

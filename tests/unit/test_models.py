@@ -144,9 +144,7 @@ def test_unknown_names_explain_what_to_type(typed: str) -> None:
         assert hint in message
 
 
-@pytest.mark.parametrize(
-    "typed", [*ALIASES, "EleutherAI/gpt-neo-125M@refs/pr/1", "a.b/c_d@v1.0", "gpt2@x/y"]
-)
+@pytest.mark.parametrize("typed", [*ALIASES, "EleutherAI/gpt-neo-125M@refs/pr/1", "a.b/c_d@v1.0", "gpt2@x/y"])
 def test_ids_are_pytest_safe(typed: str) -> None:
     ident = resolve_model(typed).id
     assert ident
@@ -171,9 +169,7 @@ def test_offline_hub_id_fails_fast_with_both_fixes(monkeypatch: pytest.MonkeyPat
     assert info.value.__cause__ is None  # no chained traceback wall
 
 
-def test_unreachable_hub_is_detected_without_offline_variable(
-    monkeypatch: pytest.MonkeyPatch, icl_cache: Path
-) -> None:
+def test_unreachable_hub_is_detected_without_offline_variable(monkeypatch: pytest.MonkeyPatch, icl_cache: Path) -> None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     # Port 9 on localhost is closed: the probe fails at once on any machine, online or not.
@@ -185,9 +181,7 @@ def test_unreachable_hub_is_detected_without_offline_variable(
     assert f"hf download {MISSING_HUB_ID}" in message and "pass that folder's path" in message
 
 
-def test_going_offline_after_a_failed_probe_is_blamed_on_the_probe_not_the_user(
-    monkeypatch: pytest.MonkeyPatch, icl_cache: Path
-) -> None:
+def test_going_offline_after_a_failed_probe_is_blamed_on_the_probe_not_the_user(monkeypatch: pytest.MonkeyPatch, icl_cache: Path) -> None:
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.setenv(var, "")  # recorded, so the variables the probe sets are undone after the test
         monkeypatch.delenv(var)
@@ -211,9 +205,7 @@ def test_offline_variables_the_user_set_are_left_alone(monkeypatch: pytest.Monke
     assert os.environ["HF_HUB_OFFLINE"] == "0" and "HF_DATASETS_OFFLINE" not in os.environ
 
 
-def test_hub_model_from_local_cache_reports_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, icl_cache: Path
-) -> None:
+def test_hub_model_from_local_cache_reports_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, icl_cache: Path) -> None:
     import huggingface_hub.constants
 
     commit = "0123456789abcdef0123456789abcdef01234567"

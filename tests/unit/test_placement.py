@@ -147,7 +147,10 @@ def test_named_device_maps(two_gpus, tmp_path):
 def test_check_placement_refuses_offloaded_weights_and_unknown_modules():
     model, _ = make_tiny_model("llama")
     check_placement(model, {"model.embed_tokens": "cpu", "model.layers": "cpu", "lm_head": "cpu", "": "cpu"})
-    with pytest.raises(PlacementError, match=r"'model.layer.0' name\(s\) no module of this model \(LlamaForCausalLM; its top-level modules: lm_head, model\)"):
+    with pytest.raises(
+        PlacementError,
+        match=r"'model.layer.0' name\(s\) no module of this model \(LlamaForCausalLM; its top-level modules: lm_head, model\)",
+    ):
         check_placement(model, {"model.layer.0": "cpu"})
     with torch.device("meta"):
         offloaded, _ = make_tiny_model("gpt2")
@@ -167,7 +170,9 @@ def test_input_device_follows_the_embedding_and_accelerate_hooks():
 
 def test_out_of_memory_is_recognised():
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
+    assert is_out_of_memory(
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+    )
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))
 

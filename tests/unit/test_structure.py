@@ -78,7 +78,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if state.get(module) == "done":
             return None
         if state.get(module) == "open":
-            return trail[trail.index(module):] + [module]
+            return trail[trail.index(module) :] + [module]
         state[module] = "open"
         for target in sorted(graph.get(module, ())):
             if target in graph:
@@ -117,27 +117,69 @@ def _under(module: str, prefixes: tuple[str, ...]) -> bool:
 P = "pytest_icl"
 LIBRARY = tuple(f"{P}.{layer}" for layer in ("models", "tasks", "engine", "analysis", "controls", "report"))
 RULES = (
-    Rule("plugin-on-top", (P,), (f"{P}.plugin",), "only pytest wiring lives in plugin/: nothing may depend on it",
-         except_importers=(f"{P}.plugin",)),
-    Rule("no-pytest-below-plugin", (P,), ("pytest", "_pytest"), "the pipeline runs without pytest (notebooks, tune, benchmarks)",
-         except_importers=(f"{P}.plugin",)),
+    Rule(
+        "plugin-on-top",
+        (P,),
+        (f"{P}.plugin",),
+        "only pytest wiring lives in plugin/: nothing may depend on it",
+        except_importers=(f"{P}.plugin",),
+    ),
+    Rule(
+        "no-pytest-below-plugin",
+        (P,),
+        ("pytest", "_pytest"),
+        "the pipeline runs without pytest (notebooks, tune, benchmarks)",
+        except_importers=(f"{P}.plugin",),
+    ),
     Rule("errors-at-the-bottom", (f"{P}.errors",), (P,), "every layer imports errors, so errors imports none"),
-    Rule("catalogue-reads-only-errors", (f"{P}.catalogue",), (*LIBRARY, f"{P}.options", f"{P}.pipeline", f"{P}.plugin"),
-         "every layer reads the catalogue's tables; it must not pull in any layer"),
-    Rule("analysis-is-pure", (f"{P}.analysis",), (*(m for m in LIBRARY if m != f"{P}.analysis"), f"{P}.options", f"{P}.pipeline"),
-         "analysis is pure functions of records: no model, no task loading, no engine"),
-    Rule("report-without-engine", (f"{P}.report",), (f"{P}.engine", f"{P}.controls", f"{P}.pipeline"),
-         "a saved report folder is read, compared and rendered without running anything"),
-    Rule("options-without-engine", (f"{P}.options",), (f"{P}.engine", f"{P}.controls", f"{P}.report", f"{P}.pipeline"),
-         "options are configuration: checking a flag must not import the machinery it configures"),
-    Rule("models-first", (f"{P}.models",), (*(m for m in LIBRARY if m != f"{P}.models"), f"{P}.options", f"{P}.pipeline"),
-         "models are the first layer of the data flow"),
-    Rule("tasks-after-models", (f"{P}.tasks",), (f"{P}.engine", f"{P}.analysis", f"{P}.controls", f"{P}.report", f"{P}.options",
-         f"{P}.pipeline"), "tasks read YAML and data; they need at most the model layer (cache, hub)"),
-    Rule("engine-below-controls", (f"{P}.engine",), (f"{P}.controls", f"{P}.report", f"{P}.pipeline"),
-         "the engine runs one setting; controls and reports are built on it, not in it"),
-    Rule("controls-below-report", (f"{P}.controls",), (f"{P}.report", f"{P}.pipeline"),
-         "controls produce numbers; showing them is the report's job"),
+    Rule(
+        "catalogue-reads-only-errors",
+        (f"{P}.catalogue",),
+        (*LIBRARY, f"{P}.options", f"{P}.pipeline", f"{P}.plugin"),
+        "every layer reads the catalogue's tables; it must not pull in any layer",
+    ),
+    Rule(
+        "analysis-is-pure",
+        (f"{P}.analysis",),
+        (*(m for m in LIBRARY if m != f"{P}.analysis"), f"{P}.options", f"{P}.pipeline"),
+        "analysis is pure functions of records: no model, no task loading, no engine",
+    ),
+    Rule(
+        "report-without-engine",
+        (f"{P}.report",),
+        (f"{P}.engine", f"{P}.controls", f"{P}.pipeline"),
+        "a saved report folder is read, compared and rendered without running anything",
+    ),
+    Rule(
+        "options-without-engine",
+        (f"{P}.options",),
+        (f"{P}.engine", f"{P}.controls", f"{P}.report", f"{P}.pipeline"),
+        "options are configuration: checking a flag must not import the machinery it configures",
+    ),
+    Rule(
+        "models-first",
+        (f"{P}.models",),
+        (*(m for m in LIBRARY if m != f"{P}.models"), f"{P}.options", f"{P}.pipeline"),
+        "models are the first layer of the data flow",
+    ),
+    Rule(
+        "tasks-after-models",
+        (f"{P}.tasks",),
+        (f"{P}.engine", f"{P}.analysis", f"{P}.controls", f"{P}.report", f"{P}.options", f"{P}.pipeline"),
+        "tasks read YAML and data; they need at most the model layer (cache, hub)",
+    ),
+    Rule(
+        "engine-below-controls",
+        (f"{P}.engine",),
+        (f"{P}.controls", f"{P}.report", f"{P}.pipeline"),
+        "the engine runs one setting; controls and reports are built on it, not in it",
+    ),
+    Rule(
+        "controls-below-report",
+        (f"{P}.controls",),
+        (f"{P}.report", f"{P}.pipeline"),
+        "controls produce numbers; showing them is the report's job",
+    ),
 )
 
 
@@ -224,25 +266,37 @@ def test_a_planted_violation_is_found(tmp_path: Path, rule: str):
 
 
 def test_type_only_imports_are_not_dependencies(tmp_path: Path):
-    root = _plant(tmp_path, {"analysis/aggregate.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pytest_icl.engine.runs import Records\n"})
+    root = _plant(
+        tmp_path,
+        {"analysis/aggregate.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pytest_icl.engine.runs import Records\n"},
+    )
     assert violations(import_graph(root, top_level_only=False)) == []
 
 
 def test_a_planted_cycle_is_found_by_the_same_search(tmp_path: Path):
-    root = _plant(tmp_path, {
-        "engine/runs.py": "from pytest_icl.engine.capture import Capture\n",
-        "engine/capture.py": "from pytest_icl.engine import finetune\n",
-        "engine/finetune.py": "import pytest_icl.engine.runs\n",
-    })
+    root = _plant(
+        tmp_path,
+        {
+            "engine/runs.py": "from pytest_icl.engine.capture import Capture\n",
+            "engine/capture.py": "from pytest_icl.engine import finetune\n",
+            "engine/finetune.py": "import pytest_icl.engine.runs\n",
+        },
+    )
     assert find_cycle(import_graph(root, top_level_only=True)) == [
-        "pytest_icl.engine.capture", "pytest_icl.engine.finetune", "pytest_icl.engine.runs", "pytest_icl.engine.capture",
+        "pytest_icl.engine.capture",
+        "pytest_icl.engine.finetune",
+        "pytest_icl.engine.runs",
+        "pytest_icl.engine.capture",
     ]
 
 
 def test_an_import_inside_a_function_is_no_cycle_but_is_a_dependency(tmp_path: Path):
-    root = _plant(tmp_path, {
-        "engine/runs.py": "from pytest_icl.engine import capture\n",
-        "engine/capture.py": "def f():\n    from pytest_icl.engine import runs\n",
-    })
+    root = _plant(
+        tmp_path,
+        {
+            "engine/runs.py": "from pytest_icl.engine import capture\n",
+            "engine/capture.py": "def f():\n    from pytest_icl.engine import runs\n",
+        },
+    )
     assert find_cycle(import_graph(root, top_level_only=True)) is None
     assert "pytest_icl.engine.runs" in import_graph(root, top_level_only=False)["pytest_icl.engine.capture"]

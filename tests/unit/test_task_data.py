@@ -23,7 +23,10 @@ ROWS = [{"text": f"t{i}", "label": i % 2} for i in range(4)]
 def test_relative_data_files_are_read_from_the_yaml_folder(tmp_path):
     config = {"dataset_kwargs": {"data_files": {"train": "train.jsonl", "test": ["a.jsonl", "hf://x/y.jsonl"]}, "other": "kept.jsonl"}}
     out = absolute_data_files(config, tmp_path)
-    assert out["dataset_kwargs"]["data_files"] == {"train": str(tmp_path / "train.jsonl"), "test": [str(tmp_path / "a.jsonl"), "hf://x/y.jsonl"]}
+    assert out["dataset_kwargs"]["data_files"] == {
+        "train": str(tmp_path / "train.jsonl"),
+        "test": [str(tmp_path / "a.jsonl"), "hf://x/y.jsonl"],
+    }
     assert out["dataset_kwargs"]["other"] == "kept.jsonl"  # only data_files and data_dir are paths
     assert config["dataset_kwargs"]["data_files"]["train"] == "train.jsonl"  # the input is not changed
     assert absolute_data_files({"dataset_path": "glue"}, tmp_path) == {"dataset_path": "glue"}
@@ -66,7 +69,12 @@ def test_a_folder_with_train_validation_and_test_gives_all_three_splits(tmp_path
     config = {"dataset_path": "nyu-mll/glue", "dataset_name": "sst2", "test_split": "validation", "fewshot_config": {"sampler": "first_n"}}
     out = local_data_config(config, str(tmp_path))
     assert out["dataset_kwargs"]["data_files"] == {s: str(tmp_path / f"{s}.jsonl") for s in ("train", "validation", "test")}
-    assert (out["training_split"], out["fewshot_split"], out["validation_split"], out["test_split"]) == ("train", "train", "validation", "test")
+    assert (out["training_split"], out["fewshot_split"], out["validation_split"], out["test_split"]) == (
+        "train",
+        "train",
+        "validation",
+        "test",
+    )
     assert out["fewshot_config"] == {"sampler": "first_n"}  # the demonstration draw is the task's, on the local pool
     files = ",".join(str(tmp_path / f"{s}.jsonl") for s in ("train", "validation", "test"))
     assert local_data_config(config, files) == out  # TASK=TRAIN,VALIDATION,TEST names the same three

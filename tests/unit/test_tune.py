@@ -15,6 +15,7 @@ from tests.tiny_models import make_tiny_model, save_tiny_model
 def main(argv: list[str]) -> int:
     return command(["tune", *argv])
 
+
 TASK = """task: tiny_tune
 dataset_path: json
 dataset_kwargs: {data_files: {train: train.jsonl, validation: validation.jsonl, test: test.jsonl}}
