@@ -59,7 +59,7 @@ def test_run_reports_every_item_under_its_id(suite_run):
     lines = reported(suite_run.result)
 
     assert sorted(line.node for line in lines) == sorted(suite_ids())
-    assert {line.outcome for line in lines} <= {"PASSED", "FAILED"}
+    assert {line.outcome for line in lines} <= {"PASSED", "FAILED", "UNDECIDED"}
     assert {line.outcome for line in lines if line.node.endswith("-accuracy]")} == {"PASSED"}
     assert {line.outcome for line in lines if line.node.endswith("-simam]")} == {"FAILED"}
     outcomes = suite_run.result.parseoutcomes()

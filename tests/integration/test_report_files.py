@@ -90,7 +90,7 @@ def test_terminal_table_has_a_row_per_pair_and_names_the_files(suite_run):
     suite_run.result.stdout.fnmatch_lines(
         [
             "*= ICL vs finetuning =*",
-            "model * task * k  n  draws  lr * ZSL * ICL * FT * Rec2FTP/chance  SimAOU/fair-rand  SimAM bef/aft  Kendall/rand * result*",
+            "model * task * k  n  draws * lr * ZSL * ICL * FT * Rec2FTP/chance  SimAOU/fair-rand  SimAM bef/aft  Kendall/rand * result*",
             "---*",
         ]
     )
