@@ -80,20 +80,7 @@ class Verdict:
 
     @property
     def message(self) -> str:
-        p = self.property
-        parts = [f"{p.claim}: {self.outcome}"]
-        for c in self.comparisons:
-            low, high = c.decision.interval
-            parts.append(
-                f"{p.metric} − {c.control} = {c.decision.estimate:+.4f} (95% CI {low:+.4f}…{high:+.4f}, "
-                f"margin {self.margin:+.4f}: {c.decision.outcome})"
-            )
-        text = "; ".join(parts) + f" over {self.draws} draw(s)"
-        if self.draws == 1:
-            text += " (a single draw: the interval covers the eval examples only)"
-        if self.support is not None:
-            text += f"; {p.metric} rests on {self.support} example(s) per draw at least ({p.support.subset})"
-        return text + (f". {self.reason}" if self.reason else "")
+        return message_of(self.property, self.as_dict())
 
     def as_dict(self) -> dict:
         low, high = self.interval
@@ -102,6 +89,27 @@ class Verdict:
             "margin": self.margin, "draws": self.draws, "support": self.support, "reason": self.reason,
             "comparisons": [c.as_dict() for c in self.comparisons],
         }  # fmt: skip
+
+
+def message_of(p: catalogue.Property, verdict: dict) -> str:
+    """A verdict's one-line message from its :meth:`Verdict.as_dict` form (a stored verdict reads the same)."""
+
+    def num(x) -> float:
+        return math.nan if x is None else float(x)
+
+    parts = [f"{p.claim}: {verdict['outcome']}"]
+    for c in verdict.get("comparisons") or ():
+        parts.append(
+            f"{p.metric} − {c['control']} = {num(c.get('estimate')):+.4f} (95% CI {num(c.get('low')):+.4f}…"
+            f"{num(c.get('high')):+.4f}, margin {num(verdict.get('margin')):+.4f}: {c.get('outcome')})"
+        )
+    draws = int(verdict.get("draws") or 1)
+    text = "; ".join(parts) + f" over {draws} draw(s)"
+    if draws == 1:
+        text += " (a single draw: the interval covers the eval examples only)"
+    if verdict.get("support") is not None and p.support is not None:
+        text += f"; {p.metric} rests on {verdict['support']} example(s) per draw at least ({p.support.subset})"
+    return text + (f". {verdict['reason']}" if verdict.get("reason") else "")
 
 
 def _num(x: float) -> float | None:

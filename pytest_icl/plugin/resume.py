@@ -67,21 +67,9 @@ class StoredVerdict:
     @property
     def message(self) -> str:
         """The words of :attr:`pytest_icl.analysis.verdicts.Verdict.message`, from the stored numbers."""
-        prop = _property(self.name)
-        parts = [f"{prop.claim}: {self.outcome}"]
-        for c in self.entry.get("comparisons") or ():
-            parts.append(
-                f"{prop.metric} − {c['control']} = {_number(c.get('estimate')):+.4f} (95% CI {_number(c.get('low')):+.4f}…"
-                f"{_number(c.get('high')):+.4f}, margin {self.margin:+.4f}: {c.get('outcome')})"
-            )
-        text = "; ".join(parts) + f" over {self.draws} draw(s)"
-        if self.draws == 1:
-            text += " (a single draw: the interval covers the eval examples only)"
-        support = self.entry.get("support")
-        if support is not None:
-            text += f"; {prop.metric} rests on {support} example(s) per draw at least ({prop.support.subset})"
-        reason = self.entry.get("reason")
-        return text + (f". {reason}" if reason else "") + " [stored]"
+        from pytest_icl.analysis.verdicts import message_of
+
+        return message_of(_property(self.name), self.entry) + " [stored]"
 
 
 def _property(name: str):
