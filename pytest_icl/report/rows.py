@@ -289,13 +289,15 @@ def format_verdicts(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def format_gates(rows: list[dict[str, Any]]) -> list[str]:
-    """Why items are inconclusive (each closed gate, with its numbers) and which layers were left out."""
+    """Why items are inconclusive (each closed gate, with its numbers), where lr: auto fell back, which layers were left out."""
     lines = []
     for row in rows:
         pair = f"{row['model_id']}-{row['task']}"
         for name, gate in (row.get("gates") or {}).items():
             if not gate["open"]:
                 lines.append(f"{pair}: {name} closed: {gate['reason']}")
+        if row.get("lr_source") == "fixed" and row.get("lr_reason"):  # lr: auto could not choose
+            lines.append(f"{pair}: lr: auto fell back to the fixed lr {row['lr']:g}: {row['lr_reason']}")
         if row.get("left_out_layers"):
             layers = ", ".join(str(i) for i in row["left_out_layers"])
             lines.append(f"{pair}: layer(s) {layers} left out of SimAM∆ (ICL's scores to the query equal ZSL's to rounding)")

@@ -85,3 +85,18 @@ def test_the_lr_column_marks_a_per_model_choice():
     assert "lr" in header.split()
     assert "0.003 " in fixed and "auto" not in fixed
     assert "0.01 auto" in chosen
+
+
+def test_gate_lines_say_why_and_where_lr_auto_fell_back():
+    from pytest_icl.report.rows import format_gates
+
+    row = {"model_id": "m", "task": "t", "lr": 0.01, "lr_source": "fixed", "lr_reason": "the task has no validation split",
+           "gates": {"icl_effect": {"open": False, "reason": "ICL does not clearly beat zero-shot"}, "ft_learned": {"open": True, "reason": "ok"}},
+           "left_out_layers": [0]}  # fmt: skip
+    lines = format_gates([row])
+    assert lines == [
+        "m-t: icl_effect closed: ICL does not clearly beat zero-shot",
+        "m-t: lr: auto fell back to the fixed lr 0.01: the task has no validation split",
+        "m-t: layer(s) 0 left out of SimAM∆ (ICL's scores to the query equal ZSL's to rounding)",
+    ]
+    assert format_gates([{**row, "lr_source": "validation", "gates": {}, "left_out_layers": []}]) == []
