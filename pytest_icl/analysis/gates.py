@@ -182,7 +182,7 @@ def ft_learned(ft_correct: PerDraw, zsl_correct: Tensor, *, min_fixes: float = 1
     fixes = [int((~zs & t).sum()) for t in ft]
     mean_fixes = math.fsum(fixes) / len(fixes)
     text = (
-        f"FT accuracy − zero-shot accuracy = {_fmt(d)}; FT fixes {mean_fixes:.1f} zero-shot error(s) per draw on average "
+        f"FT accuracy − zero-shot accuracy = {_fmt(d)}; FT fixes {round(mean_fixes, 1):g} zero-shot error(s) per draw on average "
         f"({', '.join(map(str, fixes))}), minimum {min_fixes:g}"
     )
     if d.outcome == FAILED or d.estimate < 0:
