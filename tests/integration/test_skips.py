@@ -22,7 +22,7 @@ def test_collected_task_without_data_is_skipped_with_its_reason(offline_task):
     result.stdout.fnmatch_lines(
         [
             f"SKIPPED [[]5] *hubtask.yaml: its data cannot be loaded (ConnectionError: Couldn't reach '{HUB_DATASET}'*"
-            "Download the dataset while online*or run it on local files with --icl-data TASK=TRAIN_FILE,EVAL_FILE."
+            "Download the dataset while online*or run it on local files with --icl-data TASK=DIR (train.*, validation.*, test.*)*"
         ]
     )
 
