@@ -94,7 +94,9 @@ def test_terminal_table_has_a_row_per_pair_and_names_the_files(suite_run):
             "---*",
         ]
     )
-    table = [line for line in suite_run.result.outlines if line.startswith(SUITE_MODELS)]
+    lines = suite_run.result.outlines
+    end = next(i for i, line in enumerate(lines) if "verdicts: metric" in line)  # the verdict table follows
+    table = [line for line in lines[:end] if line.startswith(SUITE_MODELS)]
     assert sorted((line.split()[0], line.split()[1]) for line in table) == sorted(PAIRS)
     assert all(" 4  6  " in line and "FAIL" in line and "simam" in line for line in table)
     suite_run.result.stdout.fnmatch_lines([f"results: {suite_run.report / 'results.json'}, results.csv and samples_*.jsonl"])
