@@ -278,7 +278,8 @@ def draw_tasks(task: IclTask, count: int, reload: Callable[[int], IclTask] | Non
     if count > 1 and reload is None:
         raise TaskError(f"task {task.name!r}: {count} demonstration draws need the task's source to load the others")
     tasks = [task] + [reload(task.settings.seed + j) for j in range(1, count)]
-    common = [e for e in task.eval_examples if all(e in t.eval_examples for t in tasks[1:])]
+    others = [set(t.eval_examples) for t in tasks[1:]]  # Examples are frozen: a set finds each in O(1)
+    common = [e for e in task.eval_examples if all(e in seen for seen in others)]
     if len(common) < len(task.eval_examples) or any(len(t.eval_examples) != len(common) for t in tasks[1:]):
         if not common:
             raise TaskError(f"task {task.name!r}: the demonstration draws share no eval example; use fewer --icl-seeds")

@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pytest_icl.analysis import decision, gates, stats
+from pytest_icl.analysis import decision, gates, metrics, stats
 from pytest_icl.analysis.aggregate import Analysis, output_distributions, similarities_per_example
 
 if TYPE_CHECKING:
@@ -157,9 +157,7 @@ def analyse_draws(
 
 
 def _majority(predictions) -> float:
-    from pytest_icl.analysis.metrics import majority_fraction
-
-    return float(majority_fraction(predictions))
+    return float(metrics.majority_fraction(predictions))
 
 
 def _mean_curve(rows: list[list[float]]) -> list[float]:

@@ -69,11 +69,7 @@ class StoredVerdict:
         """The words of :attr:`pytest_icl.analysis.verdicts.Verdict.message`, from the stored numbers."""
         from pytest_icl.analysis.verdicts import message_of
 
-        return message_of(_property(self.name), self.entry) + " [stored]"
-
-
-def _property(name: str):
-    return next(p for p in catalogue.PROPERTIES if p.name == name)
+        return message_of(catalogue.prop(self.name), self.entry) + " [stored]"
 
 
 @dataclass(frozen=True)

@@ -121,17 +121,12 @@ class Summary:
             for line in format_table(rows):
                 terminalreporter.write_line(line)
             verdicts = format_verdicts(rows)
-            if verdicts:
-                terminalreporter.write_sep("-", "verdicts: metric − control over the draws, 95% interval, margin")
-                for line in verdicts:
-                    terminalreporter.write_line(line)
-                for line in format_gates(rows):
-                    terminalreporter.write_line(line)
-            controls = format_controls(rows)
-            if controls:
-                terminalreporter.write_sep("-", "controls (--icl-controls)")
-                for line in controls:
-                    terminalreporter.write_line(line)
+            _section(
+                terminalreporter,
+                "verdicts: metric − control over the draws, 95% interval, margin",
+                verdicts + format_gates(rows) if verdicts else [],
+            )
+            _section(terminalreporter, "controls (--icl-controls)", format_controls(rows))
             if self.session.options.report is not None:
                 terminalreporter.write_line(f"results: {self.session.options.report / 'results.json'}, results.csv and samples_*.jsonl")
             if self.html is not None:
@@ -157,3 +152,11 @@ class Summary:
         if store.adopted:
             lines.append(f"adopted: {store.adopted} row(s) of the folder's earlier results.json into its store")
         return lines
+
+
+def _section(terminalreporter, title: str, lines: list[str]) -> None:
+    """A titled block of the summary; nothing at all when it has no line."""
+    if lines:
+        terminalreporter.write_sep("-", title)
+        for line in lines:
+            terminalreporter.write_line(line)
