@@ -67,7 +67,7 @@ def test_control_cost(benchmark, real_run, name):
         control_stages_s={v: {k: round(t, 2) for k, t in a.timings.items()} for v, a in result.analyses.items()},
         over_real_run=round(sum(result.seconds.values()) / (real["real_run_s"] + real["analysis_s"]), 2),
         verdicts=[
-            f"{o.check.variant}: {o.check.metric} {o.value:.3f} vs {o.check.control_metric} {o.control:.3f} -> {o.passed}"
+            f"{o.check.variant}: {o.check.metric} {o.value:.3f} vs {o.check.control_metric} {o.control:.3f} -> {o.outcome}"
             for o in result.outcomes
         ],
         accuracies={v: {k: round(a.values[k], 3) for k in ("acc_zsl", "acc_icl", "acc_ft")} for v, a in result.analyses.items()},

@@ -346,7 +346,7 @@ CONTROLS = (
         verdict=False,
     ),
     Control(
-        "seeds", "the whole analysis over S demonstration seeds; summarise_seeds gives mean ± sd over them",
+        "seeds", "no extra run: the gated properties over the pair's S demonstration draws; summarise_seeds gives mean ± sd",
         shown=OVER_SEEDS,
         over_seeds=OverSeeds(
             terminal=("acc_icl", "acc_ft", "simaou", "simaou_fair_random", "simam_after", "simam_before", "kendall"),

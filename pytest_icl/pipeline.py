@@ -63,8 +63,8 @@ class PipelineSettings:
     batch_size: int = 16
     thresholds: Mapping[str, float] = field(default_factory=dict)  # beat the task's icl.thresholds
     accuracy_gate: bool = True  # similarity verdicts need ICL to beat ZSL (read by whoever checks them)
-    controls: tuple[str, ...] = ()  # the opt-in control items (--icl-controls)
-    seeds: int = 3  # demonstration draws per pair (S): the task's seed, seed + 1, ... (also the 'seeds' control)
+    controls: tuple[str, ...] = ()  # the opt-in control items (--icl-controls), run beside every draw
+    seeds: int = 3  # demonstration draws per pair (S): the task's seed, seed + 1, ... (the 'seeds' control reads them)
     shuffled: bool = True  # FT on shuffled labels per draw: every similarity property must beat it too
     report: Path | None = None  # the folder a pair's samples file is written to; None: no files
 
@@ -192,7 +192,7 @@ def run_pipeline(
         )  # fmt: skip
         task = task.with_lr(lr_choice.lr)
 
-    def reload(seed: int) -> IclTask:  # the 'seeds' control: other demonstrations, the lr this run used
+    def reload(seed: int) -> IclTask:  # another draw: other demonstrations, the lr this run used
         return load(source, settings, seed=seed, lr=task.settings.lr)
 
     return analyse_task(lm, task, settings, margins=margins, lr_choice=lr_choice, reload=reload, progress=progress)
@@ -210,9 +210,9 @@ def analyse_task(
 ) -> IclResult:
     """The pipeline from a task already loaded with a concrete lr (``gpu_check`` builds one without lm-eval).
 
-    ``reload(seed)`` gives the task with other demonstrations; only the ``seeds`` control needs it.
+    ``reload(seed)`` gives the task with the demonstrations of another seed: the draws after the
+    first need it (without it, one draw).
     """
-    from pytest_icl.analysis.aggregate import analyse
     from pytest_icl.analysis.draws import analyse_draws
     from pytest_icl.analysis.verdicts import decide_properties
     from pytest_icl.report import rows
@@ -243,15 +243,11 @@ def analyse_task(
     if settings.controls:
         from pytest_icl.controls.pair import run_pair_controls
 
-        # The opt-in controls compare with one run (the first draw), as they ran before draws;
-        # the output control reads that draw's shuffled-label numbers (NaN with the control off).
-        first = analyse(records, seed=task.settings.seed)
-        first.values.update({k: v[0] for k, v in analysis.per_draw.items() if k.endswith("_shuffled")})
+        # Beside every draw, decided by the properties' interval rule; the shuffled-label FT of
+        # the draws is reused, not trained again.
         controls = _within_memory(
-            lambda: run_pair_controls(
-                settings.controls, lm.model, lm.tokenizer, task, records, first, seeds=settings.seeds, margins=margins,
-                reload=reload or _no_reload(task), batch_size=settings.batch_size,
-            ),
+            lambda: run_pair_controls(settings.controls, lm.model, lm.tokenizer, tasks, draws, analysis, margins=margins,
+                                      verdicts=verdicts, batch_size=settings.batch_size),
             lm, settings.batch_size,
         )  # fmt: skip
         row["controls"] = controls.row
@@ -347,13 +343,6 @@ def pair_row(task: IclTask, lm: LoadedModel, analysis: Analysis) -> dict[str, An
         "timings": {k: round(v, 3) for k, v in analysis.timings.items()},
         "versions": library_versions(),
     }
-
-
-def _no_reload(task: IclTask) -> Callable[[int], IclTask]:
-    def reload(seed: int) -> IclTask:
-        raise TaskError(f"task {task.name!r}: the seeds control loads the task again; run it with run_pipeline (from its source)")
-
-    return reload
 
 
 def _within_memory(work: Callable[[], Any], lm: LoadedModel, batch_size: int):

@@ -36,6 +36,7 @@ the first 100), and all random baselines are seeded.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -102,25 +103,28 @@ def analyse(records: Records, *, seed: int = 0, n_boot: int = 1000) -> Analysis:
     return Analysis(values=values, intervals=intervals, layers=layers, counts=counts, timings=dict(records.timings))
 
 
-def similarities_per_example(records: Records, g) -> dict:
+def similarities_per_example(records: Records, g, only: Collection[str] | None = None) -> dict:
     """Every per-layer similarity of one run and its random controls, per example: name -> ``[n, L]``.
 
     ``g`` (a seeded ``torch.Generator``) draws the random baselines; it is advanced in a fixed
-    order, so the same seed gives the same baselines.
+    order, so the same seed gives the same baselines. ``only``: compute just these (a control
+    run needs its similarities, not another set of random baselines).
     """
     zsl, icl, ft = records.zsl, records.icl, records.ft
-    return {
-        "simaou": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs),
-        "simaou_random": metrics.random_simaou_per_example(zsl.outputs, icl.outputs, g),
-        "simaou_fair_random": metrics.fair_random_simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, g),
-        "simaou_unnormalised": metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, normalize=False),
-        "simam_before": metrics.simam_per_example(icl.eval_scores, zsl.eval_scores),
-        "simam_after": metrics.simam_per_example(icl.eval_scores, ft.eval_scores),
-        "simam_zsl_ft": metrics.simam_per_example(zsl.eval_scores, ft.eval_scores),
-        "simam_delta": metrics.simam_delta_per_example(zsl.eval_scores, icl.eval_scores, ft.eval_scores),
-        "kendall": _kendall(icl.context_scores, records.ft_train_queries, ft.queries),
-        "kendall_random": metrics.random_kendall_per_example(icl.context_scores, g),
+    aligned = getattr(records, "ft_aligned", True)
+    metrics_of = {
+        "simaou": lambda: metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs),
+        "simaou_random": lambda: metrics.random_simaou_per_example(zsl.outputs, icl.outputs, g),
+        "simaou_fair_random": lambda: metrics.fair_random_simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, g),
+        "simaou_unnormalised": lambda: metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs, normalize=False),
+        "simam_before": lambda: metrics.simam_per_example(icl.eval_scores, zsl.eval_scores),
+        "simam_after": lambda: metrics.simam_per_example(icl.eval_scores, ft.eval_scores),
+        "simam_zsl_ft": lambda: metrics.simam_per_example(zsl.eval_scores, ft.eval_scores),
+        "simam_delta": lambda: metrics.simam_delta_per_example(zsl.eval_scores, icl.eval_scores, ft.eval_scores),
+        "kendall": lambda: _kendall(icl.context_scores, records.ft_train_queries, ft.queries, aligned),
+        "kendall_random": lambda: metrics.random_kendall_per_example(icl.context_scores, g),
     }
+    return {name: compute() for name, compute in metrics_of.items() if only is None or name in only}  # in this order: g's
 
 
 def output_distributions(zsl, icl, ft) -> dict:
@@ -138,15 +142,16 @@ def output_distributions(zsl, icl, ft) -> dict:
     }
 
 
-def _kendall(icl_ctx_scores, ft_train_queries, ft_eval_queries):
+def _kendall(icl_ctx_scores, ft_train_queries, ft_eval_queries, aligned: bool = True):
     """Kendall(ICL, FT) per example; NaN when FT trained on other tokens than ICL's demonstrations.
 
     That happens in the shuffled-label control when the labels tokenise to different lengths:
     token t of FT's training data is then not ICL's demonstration token t, and ranking them
-    against each other would mean nothing.
+    against each other would mean nothing. A permutation of labels keeps the total length, so
+    the shapes alone cannot tell: ``aligned`` compares each demonstration's length.
     """
     import torch
 
-    if icl_ctx_scores.shape[-1] != ft_train_queries.shape[1]:
+    if not aligned or icl_ctx_scores.shape[-1] != ft_train_queries.shape[1]:
         return torch.full(icl_ctx_scores.shape[:2], float("nan"), dtype=torch.float64)
     return metrics.kendall_per_example(icl_ctx_scores, ft_train_queries, ft_eval_queries)

@@ -97,10 +97,9 @@ def analyse_draws(
         if shuffled is not None:
             control = shuffled[s]
             g = torch.Generator().manual_seed(seed + s)
-            for name, matrix in similarities_per_example(control, g).items():
-                if name in SHUFFLED_METRICS:
-                    curves.setdefault(name + SHUFFLED, []).append([float(v) for v in stats.layer_curve(matrix)])
-                    add(name + SHUFFLED, layer_filter.apply(matrix) if name == "simam_delta" else matrix)
+            for name, matrix in similarities_per_example(control, g, only=SHUFFLED_METRICS).items():
+                curves.setdefault(name + SHUFFLED, []).append([float(v) for v in stats.layer_curve(matrix)])
+                add(name + SHUFFLED, layer_filter.apply(matrix) if name == "simam_delta" else matrix)
             for name, per_example in output_distributions(control.zsl, control.icl, control.ft).items():
                 if name.endswith("_icl_ft"):
                     add(name + SHUFFLED, per_example)

@@ -7,14 +7,13 @@ keeps each one's item verdict, and packs their numbers into the pair's row
 
 Example::
 
-    controls = run_pair_controls(("shuffled", "seeds"), lm, task, records, analysis, reload=..., margins=...)
+    controls = run_pair_controls(("shuffled", "seeds"), model, tokenizer, tasks, draws, analysis, margins=..., verdicts=...)
     controls.check("shuffled").passed
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,17 +42,17 @@ def run_pair_controls(
     names: tuple[str, ...],
     model,
     tokenizer,
-    task: IclTask,
-    records: Records,
+    tasks: list[IclTask],
+    draws: list[Records],
     analysis: Analysis,
     *,
-    seeds: int,
     margins: dict[str, float],
-    reload: Callable[[int], IclTask],
+    verdicts: dict[str, Any] | None = None,
     batch_size: int = 16,
 ) -> PairControls:
-    """Run the controls in ``names``; ``reload(seed)`` gives the task with other demonstrations."""
-    pair = PairRun(model, tokenizer, task, records, analysis, seeds=seeds, margins=margins, reload=reload, batch_size=batch_size)
+    """Run the controls in ``names`` beside the pair's draws (``tasks[s]`` made ``draws[s]``; ``analysis`` is over them all)."""
+    pair = PairRun(model, tokenizer, tuple(tasks), tuple(draws), analysis, margins=margins, verdicts=dict(verdicts or {}),
+                   batch_size=batch_size)  # fmt: skip
     result = PairControls()
     for name in names:
         start = time.perf_counter()

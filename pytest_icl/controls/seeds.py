@@ -1,9 +1,10 @@
-"""``seeds``: the analysis over S demonstration seeds, and how much the order moves ICL and FT (Deutch's 3 seeds, Shen definitions §12.2).
+"""``seeds``: the claim across demonstration seeds, and how much they move ICL and FT (Deutch's 3 seeds, Shen definitions §12.2).
 
-The real run is the first seed; ``PairRun.reload(seed)`` gives the task with the demonstrations
-of each further seed. The item holds when each gated property of the catalogue holds on the
-mean over seeds (metric − control ≥ margin); the row holds mean ± sd of every metric and the
-order sensitivity (:func:`summarise_seeds`).
+Every pair already runs S demonstration draws (``--icl-seeds``; draw s uses the task's seed +
+s), so this control runs nothing: the item holds when every gated property of the catalogue
+*passed* over those draws by the interval rule, fails when one failed, and is undecided when
+the rest cannot tell; it is inconclusive with a single draw. The row holds mean ± sd of every
+metric over the draws and the order sensitivity (:func:`summarise_seeds`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pytest_icl import catalogue
-from pytest_icl.controls.base import Control, ControlVerdict, PairRun, derived_hash
+from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED
+from pytest_icl.controls.base import INCONCLUSIVE, Control, ControlVerdict, PairRun, derived_hash
 
 if TYPE_CHECKING:
-    from pytest_icl.analysis.aggregate import Analysis
     from pytest_icl.engine.runs import Records
     from pytest_icl.tasks.loading import IclTask
 
@@ -37,32 +38,29 @@ def _mean_sd(values: list[float]) -> dict:
     return {"mean": mean, "sd": sd, "n": len(finite), "values": list(values)}
 
 
-def summarise_seeds(analyses: list[Analysis], records: list[Records] | None = None) -> dict:
-    """Mean ± sd over S analyses of the same task (demonstration seeds or permutations), and order sensitivity.
+def summarise_seeds(per_draw: dict[str, list[float]], records: list[Records] | None = None) -> dict:
+    """Mean ± sd over S draws of the same task (demonstration seeds or permutations), and order sensitivity.
 
-    Returns ``{"runs": S, "metrics": {name: {"mean", "sd", "n", "values"}}, "order_sensitivity": {...}}``.
-    sd is the sample standard deviation (S − 1), over the runs where the value is defined; NaN
-    for fewer than two. ``order_sensitivity`` (Shen et al.: ICL's predictions depend on the
-    demonstrations' order far more than GD's):
+    ``per_draw``: each metric's value per draw (``Analysis.per_draw``). Returns ``{"runs": S,
+    "metrics": {name: {"mean", "sd", "n", "values"}}, "order_sensitivity": {...}}``. sd is the
+    sample standard deviation (S − 1), over the draws where the value is defined; NaN for fewer
+    than two. ``order_sensitivity`` (Shen et al.: ICL's predictions depend on the
+    demonstrations far more than GD's):
 
-    * ``acc_sd``: per setting (zsl, icl, ft), the sd of accuracy across runs;
-    * with ``records`` (the S runs' records, same eval examples in the same order, as with
-      permutations of one demonstration set): ``prediction_flips`` — per setting, the share
-      of eval examples whose prediction is not the same in every run; ``choice_prob_sd`` — per
-      setting, the sd across runs of the probabilities over the answer choices, averaged over
-      choices and examples; ``icl_over_ft`` — choice_prob_sd of ICL / FT. When the runs' gold
-      labels differ (another seed picked other eval examples) these are NaN, ``aligned`` False.
+    * ``acc_sd``: per setting (zsl, icl, ft), the sd of accuracy across draws;
+    * with ``records`` (the S draws' records, same eval examples in the same order):
+      ``prediction_flips`` — per setting, the share of eval examples whose prediction is not the
+      same in every draw; ``choice_prob_sd`` — per setting, the sd across draws of the
+      probabilities over the answer choices, averaged over choices and examples;
+      ``icl_over_ft`` — choice_prob_sd of ICL / FT. When the draws' gold labels differ (other
+      eval examples) these are NaN, ``aligned`` False.
     """
-    if not analyses:
-        raise ValueError("summarise_seeds needs at least one analysis")
-    names = [k for k in analyses[0].values if all(k in a.values for a in analyses)]
-    summary = {
-        "runs": len(analyses),
-        "metrics": {name: _mean_sd([a.values[name] for a in analyses]) for name in names},
-    }
-    sensitivity: dict = {
-        "acc_sd": {s: _mean_sd([a.values.get(f"acc_{s}", math.nan) for a in analyses])["sd"] for s in ("zsl", "icl", "ft")}
-    }
+    if not per_draw:
+        raise ValueError("summarise_seeds needs the values of at least one draw")
+    runs = max(len(values) for values in per_draw.values())
+    summary = {"runs": runs, "metrics": {name: _mean_sd(list(values)) for name, values in per_draw.items()}}
+    nan = [math.nan]
+    sensitivity: dict = {"acc_sd": {s: _mean_sd(per_draw.get(f"acc_{s}", nan))["sd"] for s in ("zsl", "icl", "ft")}}
     if records is not None:
         sensitivity.update(_prediction_spread(records))
     summary["order_sensitivity"] = sensitivity
@@ -89,44 +87,40 @@ def _prediction_spread(records: list[Records]) -> dict:
 
 
 class Seeds(Control):
-    """Not a check of one control run: S real runs, judged on the mean of each gated property."""
+    """Not a check of a control run: the pair's own draws, judged on the gated properties' verdicts over them."""
 
     def run(self, pair: PairRun) -> tuple[ControlVerdict, dict[str, Any]]:
-        from pytest_icl.analysis.aggregate import analyse
-        from pytest_icl.engine.runs import run_settings
-
-        task = pair.task
-        analyses, all_records, seed_list = [pair.analysis], [pair.records], [task.settings.seed]
-        for offset in range(1, pair.seeds):
-            seed = task.settings.seed + offset
-            other_records = run_settings(pair.model, pair.tokenizer, pair.reload(seed), batch_size=pair.batch_size)
-            analyses.append(analyse(other_records, seed=task.settings.seed))
-            all_records.append(other_records)
-            seed_list.append(seed)
-        summary = summarise_seeds(analyses, all_records)
-        lines, passed = [], True
+        seed_list = [task.settings.seed for task in pair.tasks]
+        summary = summarise_seeds(pair.analysis.per_draw, list(pair.draws))
+        lines, decided = [], []
         for prop in (p for p in catalogue.PROPERTIES if p.gated):
-            differences = [a.values[prop.metric] - a.values[prop.control] for a in analyses]
-            finite = [d for d in differences if not math.isnan(d)]
-            mean = statistics.fmean(finite) if finite else math.nan
-            sd = statistics.stdev(finite) if len(finite) > 1 else math.nan
-            holds = not math.isnan(mean) and mean >= pair.margins[prop.name]
-            passed &= holds
-            lines.append(
-                f"{prop.name} {prop.metric} − {prop.control} = {mean:+.4f} ± {sd:.4f} over {len(finite)} seed(s) "
-                f"({'holds' if holds else 'does not hold'})"
-            )
-        sensitivity = summary["order_sensitivity"]
-        flips = sensitivity.get("prediction_flips", {})
+            verdict = pair.verdicts.get(prop.name)
+            if verdict is None:
+                continue
+            low, high = verdict.interval
+            lines.append(f"{prop.name} {verdict.outcome} ({prop.metric} − {prop.control} {verdict.estimate:+.4f}, "
+                         f"95% CI {low:+.4f}…{high:+.4f})")  # fmt: skip
+            if verdict.outcome in (PASSED, FAILED, UNDECIDED):
+                decided.append(verdict.outcome)
+        if len(pair.draws) < 2:
+            outcome, head = INCONCLUSIVE, "is inconclusive with one demonstration draw (run with --icl-seeds 2 or more)"
+        elif not decided:
+            outcome, head = INCONCLUSIVE, "is inconclusive (no gated property could be decided)"
+        else:
+            outcome = PASSED if all(o == PASSED for o in decided) else FAILED if FAILED in decided else UNDECIDED
+            head = {PASSED: "holds", FAILED: "does not hold", UNDECIDED: "is undecided"}[outcome]
+        flips = summary["order_sensitivity"].get("prediction_flips", {})
         if flips:
             lines.append(f"predictions that change with the demonstrations: ICL {flips['icl']:.2f}, FT {flips['ft']:.2f}")
-        message = f"control seeds {'holds' if passed else 'does not hold'} on the mean over seeds {seed_list}: " + "; ".join(lines)
+        message = f"control seeds {head} over demonstration seeds {seed_list}: " + "; ".join(lines)
+        verdict = ControlVerdict(self.name, outcome, message)
         entry = {
             "seeds": seed_list,
             "metrics": {k: {"mean": v["mean"], "sd": v["sd"]} for k, v in summary["metrics"].items()},
-            "order_sensitivity": sensitivity,
+            "order_sensitivity": summary["order_sensitivity"],
+            "verdict": verdict.as_dict(),
         }
-        return ControlVerdict(self.name, passed, message), entry
+        return verdict, entry
 
 
 CONTROL = Seeds("seeds")

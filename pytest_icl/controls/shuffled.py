@@ -2,17 +2,20 @@
 
 Real FT must be more similar to ICL than FT that learned the wrong mapping (the checks are the
 catalogue row's); otherwise the similarity is about the demonstration texts, not the
-input-label mapping ICL uses.
+input-label mapping ICL uses. The default run already trains this FT beside every draw
+(``--icl-shuffled``); the item then reads those numbers instead of training it again.
+Kendall(ICL, FT) is undefined where a shuffled label tokenises to another length
+(``Records.ft_aligned``): FT's training token t is then not ICL's demonstration token t.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pytest_icl.controls.base import Control, derived_hash
+from pytest_icl.analysis.draws import SHUFFLED, SHUFFLED_METRICS
+from pytest_icl.controls.base import Control, PairRun, derived_hash
 
 if TYPE_CHECKING:
     from pytest_icl.analysis.aggregate import Analysis
@@ -48,26 +51,6 @@ def shuffled_label_task(task: IclTask, seed: int) -> IclTask:
     return replace(task, demonstrations=tuple(shuffled), config_hash=derived_hash(task, f"shuffled-labels:{seed}"))
 
 
-def same_token_lengths(task: IclTask, other: IclTask, tokenizer) -> bool:
-    """Whether every demonstration of ``other`` has as many training tokens as ``task``'s.
-
-    Kendall(ICL, FT) pairs ICL's demonstration token t with FT's training token t; when a
-    shuffled label tokenises to another length, the pairs after it are different tokens.
-    """
-    from pytest_icl.engine.encoding import encode_demonstrations
-
-    lengths = [[len(s) for s in encode_demonstrations(t, tokenizer).sequences] for t in (task, other)]
-    return lengths[0] == lengths[1]
-
-
-def undefine(analysis: Analysis, metric: str) -> None:
-    """Make ``metric`` NaN in ``analysis``: value, interval and per-layer curve."""
-    analysis.values[metric] = math.nan
-    analysis.intervals[metric] = (math.nan, math.nan)
-    if metric in analysis.layers:
-        analysis.layers[metric] = [math.nan] * len(analysis.layers[metric])
-
-
 class Shuffled(Control):
     def variant_runs(self, model, tokenizer, task, base, *, seed, common):
         from pytest_icl.engine import runs
@@ -75,9 +58,19 @@ class Shuffled(Control):
         shuffled = shuffled_label_task(task, seed)
         return {"shuffled": lambda: runs.run_settings(model, tokenizer, task, ft_task=shuffled, reuse=base, **common)}
 
-    def adjust(self, analyses, task, tokenizer, seed):
-        if not same_token_lengths(task, shuffled_label_task(task, seed), tokenizer):
-            undefine(analyses["shuffled"], "kendall")
+    def ready(self, pair: PairRun) -> dict[str, Analysis]:
+        """The default run trained FT on each draw's shuffled labels already (seed = the draw's): its numbers are the variant's."""
+        evidence = pair.analysis.evidence
+        if not all(m + SHUFFLED in evidence for m in SHUFFLED_METRICS):
+            return {}
+        from pytest_icl.analysis.aggregate import Analysis
+
+        values = pair.analysis.values
+        view = Analysis(values={m: values[m + SHUFFLED] for m in SHUFFLED_METRICS},
+                        intervals={m: pair.analysis.intervals[m + SHUFFLED] for m in SHUFFLED_METRICS},
+                        layers={m: pair.analysis.layers.get(m + SHUFFLED, []) for m in SHUFFLED_METRICS},
+                        counts=dict(pair.analysis.counts), evidence={m: evidence[m + SHUFFLED] for m in SHUFFLED_METRICS})  # fmt: skip
+        return {"shuffled": view}
 
 
 CONTROL = Shuffled("shuffled")

@@ -76,13 +76,17 @@ def untrained_model(model: nn.Module, mode: str, seed: int = 0) -> nn.Module:
 
 
 class Untrained(Control):
-    def variant_runs(self, model, tokenizer, task, base, *, seed, common):
+    def variant_draws(self, model, tokenizer, tasks, draws, *, seed, common):
+        """One untrained model per mode (seeded with the pair's seed), run beside every draw; its ZSL once."""
         from pytest_icl.engine import runs
 
-        def run(mode: str):
+        def run(mode: str) -> list:
             control_model = untrained_model(model, mode, seed=seed)
             try:
-                return runs.run_settings(control_model, tokenizer, task, **common)
+                made = []
+                for task in tasks:  # ZSL sees no demonstration: scored once, as for the real model
+                    made.append(runs.run_settings(control_model, tokenizer, task, zsl=made[0].zsl if made else None, **common))
+                return made
             finally:
                 del control_model
 

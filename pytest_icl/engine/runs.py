@@ -75,6 +75,9 @@ class Records:
     num_training_tokens: int
     prompt_tokens: int  # longest ICL input
     timings: dict[str, float] = field(default_factory=dict)
+    # FT's training token t is ICL's demonstration token t, demonstration by demonstration. Not
+    # so when a control's labels tokenise to other lengths: Kendall(ICL, FT) is then undefined.
+    ft_aligned: bool = True
 
 
 def _batches(order: list[int], size: int):
@@ -317,4 +320,5 @@ def run_settings(
         num_training_tokens=sum(len(s) - offset for s in training),
         prompt_tokens=encoded.longest_icl_input(),
         timings=timings,
+        ft_aligned=[len(s) for s in training] == [len(s) for s in encoded.demo_sequences],
     )

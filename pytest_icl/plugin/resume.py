@@ -81,8 +81,12 @@ class StoredGate:
 @dataclass(frozen=True)
 class StoredControl:
     name: str
-    passed: bool
+    outcome: str
     message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
 
 
 @dataclass
@@ -108,9 +112,8 @@ class StoredResult:
         return StoredVerdict(name, self.row["verdicts"][name])
 
     def has_control(self, name: str) -> bool:
-        return (self.row.get("properties") or {}).get(name) in ("passed", "failed", "xfailed", "xpassed")
+        return "verdict" in ((self.row.get("controls") or {}).get(name) or {})
 
     def check_control(self, name: str) -> StoredControl:
-        outcome = self.row["properties"][name]
-        passed = outcome in ("passed", "xpassed")
-        return StoredControl(name, passed, f"control {name}: {'passed' if passed else 'failed'} (stored result of this pair)")
+        verdict = self.row["controls"][name]["verdict"]
+        return StoredControl(name, verdict["outcome"], f"{verdict['message']} (stored result of this pair)")

@@ -40,8 +40,10 @@ OUTCOME_LABELS = {"xfailed": "xfail", "xpassed": "XPASS", "undecided": "undecide
 # lr_source values that mean lr: auto chose the lr for this model (report.py's table marks them the same way).
 AUTO_LR_SOURCES = ("validation", "cache")
 
-# A control check's verdict (CheckOutcome.passed) as (text, badge class).
-CHECK_VERDICTS = {True: ("holds", "holds"), False: ("does not hold", "does-not-hold")}
+# A control check's outcome (CheckOutcome.outcome) as (text, badge class); rows stored before
+# checks had intervals carry only ``passed``.
+CHECK_VERDICTS = {"passed": ("passed", "holds"), "failed": ("failed", "does-not-hold"), "undecided": ("undecided", "undecided"),
+                  True: ("holds", "holds"), False: ("does not hold", "does-not-hold")}  # fmt: skip
 
 
 def num(value: Any, digits: int = 3) -> str:
@@ -140,11 +142,13 @@ def _check_lines(spec: catalogue.Control, control: dict[str, Any]) -> list[dict[
     """Each check: the real run's value beside the control's, and its verdict."""
     lines = []
     for check in control.get("outcomes") or []:
-        passed = check.get("passed")
-        if passed is None:  # a control without a verdict is reported beside GD; elsewhere None means a value is missing
+        outcome = check.get("outcome", check.get("passed"))
+        if outcome is None:  # a control without a verdict is reported beside GD; elsewhere None means a value is missing
             verdict = ("undefined", "no-verdict") if spec.verdict else ("reported", "reported")
         else:
-            verdict = CHECK_VERDICTS[bool(passed)]
+            verdict = CHECK_VERDICTS[outcome]
+        if "low" in check and verdict[1] != "reported" and not _nanlike(check.get("low")):
+            verdict = (f"{verdict[0]} {ci((check['low'], check['high']))}", verdict[1])
         lines.append({
             "check": check.get("claim", ""), "variant": _variant_name(spec, check.get("variant")),
             "real": num(check.get("value"), 4), "control": num(check.get("control"), 4), "verdict": verdict,

@@ -250,10 +250,16 @@ def control_lines(row: dict[str, Any]) -> list[list[str]]:
 
 def _check_lines(spec: catalogue.Control, control: dict[str, Any]) -> list[list[str]]:
     unjudged = "undefined" if spec.verdict else "reported"  # None: a missing value, or a control reported without a verdict
-    return [
-        [spec.name, o["claim"], _fmt(o["value"]), _fmt(o["control"]), {True: "holds", False: "does not hold", None: unjudged}[o["passed"]]]
-        for o in control["outcomes"]
-    ]
+    return [[spec.name, o["claim"], _fmt(o["value"]), _fmt(o["control"]), _check_verdict(o, unjudged)] for o in control["outcomes"]]
+
+
+def _check_verdict(outcome: dict[str, Any], unjudged: str) -> str:
+    """A check's outcome and the 95% interval of its difference (rows stored before intervals: holds / does not hold)."""
+    if "outcome" not in outcome:
+        return {True: "holds", False: "does not hold", None: unjudged}[outcome["passed"]]
+    if outcome["outcome"] is None:
+        return unjudged
+    return f"{outcome['outcome']} [{_fmt(outcome['low'])}, {_fmt(outcome['high'])}]"
 
 
 def _seed_lines(spec: catalogue.Control, control: dict[str, Any]) -> list[list[str]]:

@@ -23,7 +23,7 @@ def controls_run(tmp_path_factory, tiny_gpt2):
     write_jsonl(path.parent / "validation.jsonl", antonym_rows()[8:12])
     args = [
         f"--icl-model={tiny_gpt2}", "--icl-limit", "4", "--icl-controls", "untrained,shuffled,lcgd", "--icl-controls", "seeds,output",
-        "--icl-seeds", "2", "--icl-shuffled=on", "--icl-lr", "auto", "--icl-threshold", "accuracy=-1", f"--icl-report={folder / 'out'}", "-rA",
+        "--icl-seeds", "2", "--icl-shuffled=on", "--icl-lr", "auto", "--icl-threshold", "accuracy=-1", f"--icl-report={folder / 'out'}", "-rA", "-v",
     ]  # fmt: skip
     result = run_pytest(folder, *args)
     row = json.loads((folder / "out" / "results.json").read_text())["rows"][0] if (folder / "out" / "results.json").exists() else None
@@ -49,7 +49,11 @@ def test_controls_are_in_the_row_and_the_table(controls_run):
     assert set(controls["untrained"]["values"]) == {"no_training", "trained_embeddings"}
     assert controls["seeds"]["seeds"] == [0, 1]  # a first_n task's own seed is 0: the pool in file order
     assert {"mean", "sd"} <= set(controls["seeds"]["metrics"]["simaou"])
-    assert all(o["passed"] is None for o in controls["lcgd"]["outcomes"])
+    assert all(o["passed"] is None and o["outcome"] is None for o in controls["lcgd"]["outcomes"])
+    # every control item is decided over the draws, with the interval of each check in the row
+    for name in ("untrained", "shuffled", "output"):
+        assert controls[name]["verdict"]["outcome"] in ("passed", "failed", "undecided", "inconclusive")
+        assert all({"estimate", "low", "high", "outcome"} <= set(o) for o in controls[name]["outcomes"])
     result.stdout.fnmatch_lines(["*controls (--icl-controls)*", "model*task*control*check*real*control*verdict*"])
     result.stdout.fnmatch_lines(["tiny-gpt2*antonyms*shuffled*SimAOU above FT on shuffled labels*"])
 

@@ -69,6 +69,24 @@ def test_runs_add_pairs_resume_and_rerun(project):
     assert _rows(report)["tiny-gpt2", "opposites"]["values"] == rows["tiny-gpt2", "opposites"]["values"]
 
 
+def test_control_items_resume_with_their_stored_verdicts(project):
+    project.task("antonyms")
+    report = project.path / "rep"
+    args = ("--icl-controls", "seeds,output", "--icl-seeds", "2", "--icl-shuffled", "on", f"--icl-report={report}", *THRESHOLDS, "-v")
+
+    first = project.run(*args)
+    again = project.run(*args)
+
+    assert _computed(first) == ["tiny-gpt2-antonyms"] and _computed(again) == []
+    stored = _rows(report)["tiny-gpt2", "antonyms"]["controls"]
+    for name in ("seeds", "output"):
+        outcome = stored[name]["verdict"]["outcome"]
+        assert outcome in ("passed", "failed", "undecided", "inconclusive")
+        for run in (first, again):  # the same item outcome, computed or read back
+            run.stdout.fnmatch_lines([f"*test_icl[[]tiny-gpt2-antonyms-{name}[]] {outcome.upper()}*"])
+    assert first.parseoutcomes() == again.parseoutcomes()
+
+
 def test_an_interrupted_run_resumes_with_the_missing_pair(project):
     project.task("antonyms")
     broken = project.task("opposites")

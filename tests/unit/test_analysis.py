@@ -82,3 +82,11 @@ def test_kendall_is_undefined_when_ft_trained_on_other_tokens_than_icl_showed():
     analysis = analyse(records, n_boot=20)
     assert math.isnan(analysis.values["kendall"]) and all(math.isnan(v) for v in analysis.layers["kendall"])
     assert not math.isnan(analysis.values["kendall_random"]) and not math.isnan(analysis.values["simaou"])
+
+
+def test_kendall_is_undefined_when_the_lengths_differ_per_demonstration_but_not_in_total():
+    # Permuted labels of 1 and 2 tokens keep the total length: only the per-demonstration check sees it.
+    records = _records(False)
+    records.ft_aligned = False
+    analysis = analyse(records, n_boot=20)
+    assert math.isnan(analysis.values["kendall"]) and not math.isnan(analysis.values["simaou"])

@@ -126,7 +126,11 @@ def test_lookups_name_what_is_known():
 
 
 def _analysis(**values) -> Analysis:
-    return Analysis(values=values, intervals={}, layers={}, counts={})
+    """Two draws of 20 examples whose per-example values are the given means (no spread: a clear difference)."""
+    import torch
+
+    evidence = {name: [torch.full((20,), value, dtype=torch.float64)] * 2 for name, value in values.items()}
+    return Analysis(values=values, intervals={}, layers={}, counts={}, evidence=evidence)
 
 
 @pytest.fixture
@@ -145,12 +149,12 @@ def a_new_control(monkeypatch):
 
 def test_a_new_control_runs_and_is_shown_with_no_other_change(a_new_control):
     real, task = _analysis(acc_icl=0.8, acc_zsl=0.6), types.SimpleNamespace(settings=types.SimpleNamespace(seed=0))
-    pair = run_pair_controls(("margin_gap",), None, None, task, None, real, seeds=1, margins={}, reload=lambda seed: None)
+    pair = run_pair_controls(("margin_gap",), None, None, [task, task], [None, None], real, margins={})
     assert pair.check("margin_gap").passed and pair.check("margin_gap").message.startswith("control margin_gap holds:")
     entry = pair.row["margin_gap"]
-    assert [o["passed"] for o in entry["outcomes"]] == [True] and set(entry) == {"values", "layers", "outcomes", "seconds"}
+    assert [o["outcome"] for o in entry["outcomes"]] == ["passed"] and set(entry) == {"values", "layers", "outcomes", "seconds", "verdict"}
     row = {"model_id": "m", "task": "t", "controls": {"margin_gap": entry}, "properties": {"margin_gap": "passed"}}
-    assert rows.control_lines(row) == [["margin_gap", "ICL accuracy above ZSL accuracy", "0.800", "0.600", "holds"]]
+    assert rows.control_lines(row) == [["margin_gap", "ICL accuracy above ZSL accuracy", "0.800", "0.600", "passed [0.200, 0.200]"]]
     (section,) = html.control_sections(row)
     assert section["outcome"] == "passed" and section["lines"][0]["variant"] == "this run"
-    assert section["lines"][0]["verdict"] == ("holds", "holds")
+    assert section["lines"][0]["verdict"] == ("passed [0.2000, 0.2000]", "holds")

@@ -128,24 +128,42 @@ def test_lr_auto_is_chosen_on_the_validation_split(lm, source):
     assert run_pipeline(lm, source, PipelineSettings(lr="auto", limit=2)).row["lr_source"] == "cache"
 
 
-def test_controls_and_the_samples_file(lm, source, tmp_path):
+def test_controls_and_the_samples_file(lm, source, tmp_path, monkeypatch):
+    from pytest_icl.engine import runs
+
+    trained_on_shuffled = []
+    real_run_settings = runs.run_settings
+
+    def counting(*args, **kwargs):
+        trained_on_shuffled.append(kwargs.get("ft_task") is not None)
+        return real_run_settings(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "run_settings", counting)
     settings = PipelineSettings(limit=3, controls=("shuffled", "seeds", "output"), seeds=2, report=tmp_path / "out")
     (tmp_path / "out").mkdir()
     result = run_pipeline(lm, source, settings)
+    assert trained_on_shuffled.count(True) == 2  # one shuffled-label FT per draw: the shuffled item reads them, trains none
     assert set(result.row["controls"]) == {"shuffled", "seeds", "output"}
     assert result.row["controls"]["seeds"]["seeds"] == [1, 2]  # the task's seed, then one more: reloaded through the pipeline
     for name in ("shuffled", "seeds", "output"):
-        assert result.check_control(name).name == name
+        verdict = result.check_control(name)
+        assert verdict.name == name and verdict.outcome in ("passed", "failed", "undecided", "inconclusive")
+        assert result.row["controls"][name]["verdict"] == verdict.as_dict()
+    # the shuffled item read the draws' shuffled-label FT: its numbers are the analysis's, not a second training
+    shuffled = result.row["controls"]["shuffled"]["values"]["shuffled"]
+    assert shuffled["simaou"] == result.values["simaou_shuffled"]
     samples = (tmp_path / "out" / "samples_tiny-gpt2_inline_antonyms.jsonl").read_text().splitlines()
     assert len(samples) == 3
 
 
 def test_a_task_loaded_elsewhere_runs_from_analyse_task(lm, source):
-    """gpu_check's path: a task built without lm-eval; the seeds control then says it needs the source."""
+    """gpu_check's path: a task built without lm-eval; without its source there is one draw, and the seeds item says so."""
     task = load(source, PipelineSettings(limit=2))
     assert analyse_task(lm, task).row["eval"] == 2
-    with pytest.raises(TaskError, match="the seeds control loads the task again"):
-        analyse_task(lm, task, PipelineSettings(controls=("seeds",), seeds=2))
+    result = analyse_task(lm, task, PipelineSettings(controls=("seeds",), seeds=2))
+    assert result.row["draws"] == 1
+    seeds = result.check_control("seeds")
+    assert seeds.outcome == "inconclusive" and "--icl-seeds 2" in seeds.message
 
 
 def test_errors_are_icl_errors_that_say_what_to_do(lm, tmp_path, monkeypatch):
