@@ -20,7 +20,8 @@ what is wrong and what to do.
         ├── TaskSettingsError a pytest-icl setting in a task file (or its override)
         ├── TaskDefinitionError
         │   └── NoValidationSplit
-        └── TaskDataMissing
+        ├── TaskDataMissing
+        └── TaskDataInvalid   a local data file that cannot be read as rows (names the file, the line)
 
     IclWarning                the run works around something the user should know
     ├── TaskWarning
@@ -91,6 +92,11 @@ class NoValidationSplit(TaskDefinitionError):
 
 class TaskDataMissing(TaskError):
     """A local data file the task names does not exist (a broken task, not an offline hub)."""
+
+
+class TaskDataInvalid(TaskError):
+    """A local data file that is there but cannot be read as rows: a line that is not valid JSON,
+    a CSV row of the wrong width, no rows at all. The message names the file and, where known, the line."""
 
 
 class IclWarning(UserWarning):

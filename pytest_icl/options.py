@@ -18,27 +18,28 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_icl import catalogue
-from pytest_icl.errors import OptionError, PlacementError
+from pytest_icl.errors import OptionError, PlacementError, TaskError, UsageError
 from pytest_icl.models.loading import ALIASES, DEFAULT_MODEL
 
 CONTROLS = catalogue.control_names()
 
-# ---- parsers: str -> value, raising ValueError("what is allowed")
+# ---- parsers: str -> value, raising ValueError("what is allowed"), or a UsageError with the whole reason.
+# Each kind of value has one rule, the task file's (pytest_icl.tasks.files): a whole number, a finite
+# number, a tolerance mean the same from a flag, an ini key (text or TOML) and a task YAML.
 
 
-def _whole(text: str, *, low: int | None) -> int:
-    try:
-        number = int(str(text).strip())
-    except ValueError:
-        number = None
-    if number is None or (low is not None and number < low):
-        raise ValueError(f"a whole number{f' ≥ {low}' if low is not None else ''}")
+def _whole(text: str, *, low: int) -> int:
+    from pytest_icl.tasks.files import whole_number
+
+    number = whole_number(text)
+    if number is None or number < low:
+        raise ValueError(f"a whole number ≥ {low}")
     return number
 
 
@@ -62,6 +63,17 @@ def task_setting(name: str, allowed: str) -> Callable[[str], Any]:
             raise ValueError(allowed) from None
 
     return parse
+
+
+def eval_limit(text: str) -> int:
+    """``--icl-limit``: the task rule for a limit, and at least the eval examples a verdict needs."""
+    from pytest_icl.tasks.files import MIN_EVAL_EXAMPLES
+
+    allowed = f"a whole number ≥ {MIN_EVAL_EXAMPLES} (a verdict's interval resamples the eval examples; one example gives none)"
+    limit = task_setting("limit", allowed)(text)
+    if limit < MIN_EVAL_EXAMPLES:
+        raise ValueError(allowed)
+    return limit
 
 
 def one_of(*allowed: str) -> Callable[[str], str]:
@@ -93,11 +105,18 @@ def dtype(text: str) -> str:
 
 
 def device_map(text: str) -> str:
+    """``auto``, ``balanced``, or a JSON file read now with the loader's rule: a bad file ends the run at start."""
+    from pytest_icl.models.placement import device_map_problem
+
     if text.strip().lower() in ("auto", "balanced"):
         return text.strip().lower()
-    if not Path(text).expanduser().is_file():
+    path = Path(text).expanduser()
+    if not path.is_file():
         raise ValueError("auto, balanced, or the path of an existing JSON file mapping module names to devices")
-    return str(Path(text).expanduser().resolve())
+    problem = device_map_problem(path)
+    if problem is not None:
+        raise ValueError(f"auto, balanced, or a JSON file holding one object that maps module names to devices ({problem})")
+    return str(path.resolve())
 
 
 def on_off(text: str) -> bool:
@@ -118,19 +137,41 @@ def controls(text: str) -> tuple[str, ...]:
 
 
 def data_entry(text: str) -> tuple[str, str]:
+    """``TASK=DIR`` or ``TASK=FILES``: the files are found and read now (one row each at least, every line valid)."""
+    from pytest_icl.tasks.data import local_data_files
+
     task, sep, path = str(text).partition("=")
     if not sep or not task.strip() or not path.strip():
         raise ValueError("TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE")
     for part in path.split(","):
         if part and not Path(part).expanduser().exists():
             raise ValueError(f"TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE with existing paths ({part} does not exist)")
+    try:
+        local_data_files(path)
+    except TaskError as error:
+        raise OptionError(f"{task.strip()}={path}: {error}") from None
     return task.strip(), path
 
 
-def threshold(text: str) -> tuple[str, float]:
-    from pytest_icl.analysis.properties import parse_margin
+def _named_number(text: str, names: list[str], setting: str, allowed: str) -> tuple[str, float]:
+    """``NAME=VALUE`` whose VALUE obeys the task file's rule for ``setting`` (thresholds, tolerances)."""
+    from pytest_icl.tasks.files import TaskSettingsError, parse_setting
 
-    return parse_margin(text)
+    name, sep, value = str(text).partition("=")
+    name = name.strip().lower()
+    if not sep or name not in names:
+        raise ValueError(f"NAME=VALUE with NAME one of {', '.join(names)}")
+    try:
+        return name, parse_setting(setting, {name: value.strip()}, where=setting)[name]
+    except TaskSettingsError:
+        raise ValueError(f"NAME=VALUE with {allowed} as VALUE ({value.strip()!r} is not {allowed})") from None
+
+
+def threshold(text: str) -> tuple[str, float]:
+    """``PROPERTY=MARGIN``: a margin is a finite number, as in a task file's icl.thresholds."""
+    from pytest_icl.analysis.properties import PROPERTIES
+
+    return _named_number(text, list(PROPERTIES), "thresholds", "a finite number")
 
 
 def tolerance(text: str) -> tuple[str, float]:
@@ -143,6 +184,8 @@ def tolerance(text: str) -> tuple[str, float]:
 
 
 def _tolerance(text: str, compared: list[str]) -> tuple[str, float]:
+    from pytest_icl.tasks.files import tolerance_number
+
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name:
@@ -153,10 +196,11 @@ def _tolerance(text: str, compared: list[str]) -> tuple[str, float]:
             raise ValueError(f"{name} is not compared with the baseline ({about}); compared: {', '.join(compared)}")
         raise ValueError(f"unknown metric {name!r}; compared metrics: {', '.join(compared)}")
     try:
-        number = float(value)
+        float(value)
     except ValueError:
         raise ValueError(f"tolerance of {name}: {value!r} is not a number") from None
-    if not number >= 0:  # NaN too
+    number = tolerance_number(value)  # the task file's rule for icl.tolerances
+    if number is None:
         raise ValueError(f"tolerance of {name} must be ≥ 0 (inf turns the check off), got {value!r}")
     return name, number
 
@@ -201,7 +245,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--icl-seed", task_setting("seed", "a whole number from 0 to 2**32 - 1"), "demonstration shuffle seed; default: the task's", metavar="SEED"),
     Option("--icl-lr", task_setting("lr", "a finite number > 0 (e.g. 1e-3), or 'auto' (chosen on the task's validation split)"), "FT learning rate, or 'auto' (chosen per model on the validation split); default: the task's", metavar="LR"),
     Option("--icl-position", task_setting("position", "label or prompt"), "analysed position: label (official code) or prompt", metavar="POSITION"),
-    Option("--icl-limit", task_setting("limit", "a whole number ≥ 1"), "eval examples per task (first N after a seed-1 shuffle)", metavar="N"),
+    Option("--icl-limit", eval_limit, "eval examples per task (first N after a seed-1 shuffle)", metavar="N"),
     Option("--icl-device", device, "auto (default), cpu, cuda or cuda:N", metavar="DEVICE"),
     Option("--icl-device-map", device_map, "auto, balanced or a JSON FILE: shard a model too big for one GPU (accelerate)", metavar="MAP"),
     Option("--icl-dtype", dtype, "float32 (default), bfloat16, float16 or auto (bf16 on CUDA); FT updates stay fp32", metavar="DTYPE"),
@@ -332,6 +376,8 @@ def parse_options(raw: Raw, *, ini_dir: Path | None = None) -> IclOptions:
 def _parse(option: Option, value: Any, origin: str) -> Any:
     try:
         return option.parse(str(value))
+    except UsageError as error:  # the parser gave the whole reason (a data file's bad line, ...)
+        raise OptionError(f"{origin}: {error}") from None
     except ValueError as error:
         raise OptionError(f"{origin}: {str(value)!r} is not allowed; give {error}") from None
 
@@ -373,3 +419,26 @@ def check_device(spec: str) -> None:
         resolve_device(spec)
     except PlacementError as error:
         raise OptionError(str(error)) from None
+
+
+# ---- the environment, at start: each variable pytest-icl reads has a value of its kind (the hub's
+# are models.hub's to judge; the shard indices are sharding.resolve_shard's, also read at start).
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Raise OptionError naming the first environment variable whose value pytest-icl cannot use."""
+    from pytest_icl.models.hub import environment_problem
+
+    cache = environ.get("PYTEST_ICL_CACHE")
+    if cache:
+        path = Path(cache).expanduser()
+        existing = next((place for place in (path, *path.parents) if place.exists()), path)
+        if existing.exists() and not existing.is_dir():
+            where = "it is a file, not a folder" if existing == path else f"{existing} is a file, so no folder can be made in it"
+            raise OptionError(
+                f"PYTEST_ICL_CACHE={cache!r}: {where}, and pytest-icl keeps its model cache there; point it at a folder "
+                "(it is created if missing), or unset it to use ~/.cache/pytest-icl"
+            )
+    problem = environment_problem(environ)
+    if problem:
+        raise OptionError(problem)

@@ -60,9 +60,46 @@ def hub_unreachable_reason() -> str | None:
 def probe_target() -> tuple[str, int]:
     """The host and port a hub download would connect to first (the proxy, if one is set)."""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urlparse(proxy if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    url = urlparse(_with_scheme(proxy) if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     default_port = 443 if url.scheme == "https" else 80
-    return url.hostname or "huggingface.co", url.port or default_port
+    try:
+        port = url.port
+    except ValueError:  # environment_problem reports it at start; a library caller gets the default
+        port = None
+    return url.hostname or "huggingface.co", port or default_port
+
+
+def _with_scheme(proxy: str) -> str:
+    return proxy if "://" in proxy else f"http://{proxy.strip()}"  # how requests reads a proxy without a scheme
+
+
+# Environment variables read here and by the Hugging Face libraries: switches, and where to connect.
+SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+_SWITCH_WORDS = ("", "0", "1", "on", "off", "yes", "no", "true", "false")
+URLS = ("HF_ENDPOINT", "HTTPS_PROXY", "https_proxy")
+
+
+def environment_problem(environ) -> str | None:
+    """One paragraph on the first hub variable whose value is not of its kind, or None (the plugin asks at start)."""
+    for name in SWITCHES:
+        value = environ.get(name)
+        if value is not None and value.strip().lower() not in _SWITCH_WORDS:
+            return (
+                f"{name}={value!r} is not a switch: set it to 1 (offline) or 0 (online), or unset it. The Hugging Face "
+                "libraries take only 1, ON, YES and TRUE as on, so any other word would silently mean online"
+            )
+    for name in URLS:
+        value = environ.get(name)
+        if value:
+            url = urlparse(value.strip() if name == "HF_ENDPOINT" else _with_scheme(value))
+            try:
+                url.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+                problem = None if url.scheme in ("http", "https") and url.hostname else "expected http:// or https:// and a host"
+            except ValueError as error:
+                problem = str(error)
+            if problem:
+                return f"{name}={value!r} is not a URL pytest-icl can connect to ({problem}); fix it or unset it"
+    return None
 
 
 def can_connect(host: str, port: int, timeout: float) -> bool:

@@ -300,6 +300,10 @@ def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress, placem
             gguf = smollm2_gguf_path() if spec.location == "smollm2-135m" else gemma3_gguf_path(root)
         except EmbeddedModelMissing as error:
             raise ModelError(str(error)) from None
+        except OSError as error:  # Gemma's GGUF is assembled in the cache folder
+            raise ModelError(
+                f"cannot assemble {spec.location}'s GGUF file in {root}: {_first_line(error)}; point PYTEST_ICL_CACHE at a writable folder"
+            ) from None
     else:
         gguf = Path(spec.location)
     digest = cache.file_sha256(gguf, root, report)
@@ -318,7 +322,13 @@ def _load_gguf(spec: ModelSpec, dtype: Any, root: Path, report: Progress, placem
         except (OSError, ValueError, KeyError) as exc:  # e.g. an architecture transformers cannot read
             raise ModelError(f"cannot load {gguf}: {_first_line(exc)}") from exc
         report("saving dequantised weights to the cache")
-        cache.write_model_cache(model, tokenizer, folder, source={"gguf": str(gguf), "sha256": digest}, root=root)
+        try:
+            cache.write_model_cache(model, tokenizer, folder, source={"gguf": str(gguf), "sha256": digest}, root=root)
+        except OSError as exc:  # the model is in memory: an unwritable cache costs the next run a dequantisation
+            why = f"cannot save the dequantised weights in {folder} ({exc.strerror or _first_line(exc)})"
+            if placement:
+                raise ModelError(f"{why}, and a device map loads the saved copy; point PYTEST_ICL_CACHE at a writable folder") from None
+            warnings.warn(CacheWarning(f"{why}; the next run dequantises again. Point PYTEST_ICL_CACHE at a writable folder"), stacklevel=2)
         if placement:  # dequantising happens in CPU memory; a device map places the cached copy
             model, tokenizer = _from_folder(folder, dtype, **placement)
         elif dtype not in ("auto", model.dtype):

@@ -150,13 +150,13 @@ def resolve_dtype(spec: str | torch.dtype, device: torch.device | str) -> torch.
 # --------------------------------------------------------------------------- device maps
 
 
-def read_device_map(path: str | Path) -> dict[str, int | str]:
+def read_device_map(path: str | Path, *, where: str | None = None) -> dict[str, int | str]:
     """A device map file: a JSON object ``{"module name": GPU index | "cuda:N" | "cpu"}``.
 
     GPU entries become plain indices (accelerate's form). ``"disk"`` and ``"meta"`` are refused:
-    offloaded weights cannot be finetuned.
+    offloaded weights cannot be finetuned. ``where`` starts each message (default ``--icl-device-map PATH``).
     """
-    where = f"--icl-device-map {path}"
+    where = where or f"--icl-device-map {path}"
     try:
         data = json.loads(Path(path).read_text())
     except OSError as error:
@@ -174,6 +174,15 @@ def read_device_map(path: str | Path) -> dict[str, int | str]:
     for name, device in data.items():
         mapping[name] = _map_entry(where, name, device)
     return mapping
+
+
+def device_map_problem(path: str | Path) -> str | None:
+    """Why the file cannot be a device map (the loader's own rule, without torch), or None: ``--icl-device-map`` asks at start."""
+    try:
+        read_device_map(path, where=str(path))
+    except PlacementError as error:
+        return str(error)
+    return None
 
 
 def _map_entry(where: str, name: str, device: Any) -> int | str:

@@ -7,15 +7,23 @@ lm-eval's built-ins, and collected under a ``lm-eval-tasks`` node.
 
 The generated test functions live here too: each checks one property of the pair's shared
 analysis, or the pair against the stored baseline.
+
+What collection can check, it checks once, here: a task file's name and settings, two files with
+one ``task:`` name (an error naming both), and every ``--icl-data TASK`` name against the tasks
+the run collected (a usage error with the closest names, :func:`check_data_names`).
 """
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
+
 import pytest
 
+from pytest_icl import catalogue
 from pytest_icl.analysis.properties import CONTROL_PROPERTIES, PROPERTIES
 from pytest_icl.errors import IclError
-from pytest_icl.pipeline import margins_of
+from pytest_icl.pipeline import margins_of, task_source
 from pytest_icl.plugin.session import IclCase, IclSession
 from pytest_icl.tasks.files import TaskSettings, TaskSource
 
@@ -124,6 +132,7 @@ class IclItem(pytest.Function):
 
 def items_for(parent: pytest.Collector, source: TaskSource, session: IclSession):
     settings = source.settings
+    session.task_names.add(source.name)
     checks = [(name, _property_test) for name in PROPERTIES]
     checks += [(name, _property_test) for name in session.settings.controls if name in CONTROL_PROPERTIES]
     if session.baseline is not None:
@@ -147,6 +156,7 @@ class TaskFile(pytest.File):
         session = self.config.stash[SESSION]
         try:
             source = TaskSource.from_path(self.path)
+            session.claim_task(source.name, self.path)
             settings = TaskSettings.from_mapping(source.settings, origin=str(self.path))
             margins_of(settings.thresholds, session.settings, origin=str(self.path))
         except IclError as error:
@@ -155,6 +165,12 @@ class TaskFile(pytest.File):
         if unknown:
             raise self.CollectError(
                 f"{self.path}: expected_failures names unknown properties {sorted(unknown)}; known: {', '.join([*PROPERTIES, *CONTROL_PROPERTIES])}"
+            )
+        compared = [m.name for m in catalogue.compared_metrics()]  # --icl-tolerance's names, checked at start
+        unknown = set(settings.tolerances) - set(compared)
+        if unknown:
+            raise self.CollectError(
+                f"{self.path}: tolerances names metrics not compared with the baseline {sorted(unknown)}; compared: {', '.join(compared)}"
             )
         yield from items_for(self, source, session)
 
@@ -169,3 +185,42 @@ class NamedTasks(pytest.Collector):
     def collect(self):
         for source in self.sources:
             yield from items_for(self, source, self.config.stash[SESSION])
+
+
+# ---- --icl-data names, checked once every task of the run is known
+
+
+def check_data_names(run: pytest.Session, items: list[pytest.Item]) -> None:
+    """Every ``--icl-data TASK`` names a task of this run; else a usage error (exit 4) with the closest names.
+
+    The tasks are those collection made items for (task files, ``--icl-task`` names) and those
+    that ``@pytest.mark.icl_task`` tests name, before ``-k`` or a shard deselects any.
+    """
+    config = run.config
+    session = config.stash[SESSION]
+    if not session.options.data:
+        return
+    known = set(session.task_names)
+    for item in items:
+        marker = item.get_closest_marker("icl_task") if not hasattr(item, "icl_case") else None
+        if marker is not None and len(marker.args) == 1:
+            try:
+                known.add(task_source(marker.args[0], roots=[], base=Path(item.path).parent).name)
+            except IclError:
+                pass  # the test reports it when it runs
+    unknown = [name for name in session.options.data if name not in known]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        listed = ", ".join(sorted(known)[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
+        message = (
+            f"--icl-data {name}={session.options.data[name]}: no task of this run is named {name!r}, so the files would "
+            f"never be read; {hint}The run's tasks: {listed}. Give the task: name of a collected task (or one named "
+            "with --icl-task)."
+        )
+        if hasattr(config, "workerinput"):  # an xdist worker that raises here crashes: stopping ends the run with the message
+            items[:] = []
+            run.shouldstop = message
+            return
+        raise pytest.UsageError(message)

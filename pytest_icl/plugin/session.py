@@ -5,7 +5,13 @@ model (one model resident at a time: loading another frees the first) and memois
 task × model analysis, so the property tests of a pair share one run. The memo key is the
 model, the task's *content* hash and every setting that changes the analysis: two inline tasks
 of the same name but different shots are two analyses. Errors are memoised too, so a model or
-task that cannot be used costs one attempt and gives every item the same one-line message.
+task that cannot be used costs one attempt; its paragraph is shown once, by the first item that
+asked, and every other item gets a one-line pointer to it (:meth:`IclSession.result`).
+
+It also remembers what collection found: each task name and its file, so that two files with
+one ``task:`` name are an error naming both, and ``--icl-data`` names can be checked against
+the tasks of the run (:mod:`pytest_icl.plugin.collection`). Constructing it checks the
+environment variables pytest-icl reads (:func:`pytest_icl.options.check_environment`).
 
 The analysis itself is :func:`pytest_icl.pipeline.run_pipeline`; controller-side results (rows,
 outcomes, files) are :mod:`pytest_icl.report.results`'s job. With ``--icl-report`` the folder is a
@@ -19,14 +25,16 @@ per pair (and per model load), so that a CI or SLURM log shows where a long run 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_icl.errors import IclError, ModelError
+from pytest_icl.errors import IclError, ModelError, TaskDefinitionError, TaskUnavailable
 from pytest_icl.models.loading import ModelSpec, resolve_model
-from pytest_icl.options import IclOptions
+from pytest_icl.options import IclOptions, check_environment
 from pytest_icl.pipeline import IclResult, PipelineSettings, run_pipeline
 from pytest_icl.tasks.files import TaskSource
 
@@ -47,6 +55,19 @@ class IclCase:
     @property
     def pair(self) -> str:
         return f"{self.model.id}-{self.task.name}"
+
+    @property
+    def where(self) -> str:
+        """The item as pytest names it (a generated one), for a pointer to the message it showed."""
+        return f"test_icl[{self.pair}-{self.property_name}]" if self.property_name else f"the first test of {self.pair}"
+
+
+def _current_item(case: IclCase) -> str:
+    """The item asking: the case's own name, else the node id pytest sets in PYTEST_CURRENT_TEST while an item runs."""
+    if case.property_name:
+        return case.where
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    return current or case.where
 
 
 class ModelPool:
@@ -99,6 +120,7 @@ class ModelPool:
 
 class IclSession:
     def __init__(self, options: IclOptions, *, is_worker: bool = False):
+        check_environment(os.environ)  # at start (exit 4): a bad variable must not fail after a model loaded
         self.options = options
         self.settings = PipelineSettings.from_options(options)  # parsed once, for every pair
         if options.report is not None:  # the store writes each pair's samples (put_samples), not the pipeline
@@ -109,6 +131,21 @@ class IclSession:
         self.baseline = None  # pytest_icl.report.baseline.Baseline, read at configure when comparing
         self.store: Store | None = None  # the --icl-report folder as a store of pairs (opened at configure)
         self.shard = None  # pytest_icl.sharding.Shard of this run, None: every pair
+        self._shown: dict[str, str] = {}  # an error's message -> the item that showed it in full
+        self.task_files: dict[str, Path] = {}  # task name -> the file collection found it in
+        self.task_names: set[str] = set()  # every task collection made items for
+
+    # ---- what collection found
+
+    def claim_task(self, name: str, path: Path) -> None:
+        """Record that ``path`` defines task ``name``; a second file with the name is a TaskDefinitionError naming both."""
+        first = self.task_files.setdefault(name, Path(path).resolve())
+        if first != Path(path).resolve():
+            raise TaskDefinitionError(
+                f"task {name!r} is defined by two files, {first} and {Path(path).resolve()}; the name is the test ids' "
+                "and the report's key, so their results would be mixed up. Rename one (its task: line), or move it out of "
+                "the task folders"
+            )
 
     # ---- models and analyses
 
@@ -133,19 +170,40 @@ class IclSession:
                 except IclError as error:
                     self._results[stored] = error
             if self._results[stored] is not None:
-                return self._outcome(self._results[stored])
+                return self._outcome(self._results[stored], case)
         if key not in self._results:
             try:
                 self._results[key] = self._analyse(case)
             except IclError as error:
                 self._results[key] = error
-        return self._outcome(self._results[key])
+        return self._outcome(self._results[key], case)
 
-    @staticmethod
-    def _outcome(outcome):
+    def _outcome(self, outcome, case: IclCase):
         if isinstance(outcome, IclError):
-            raise outcome
+            raise self._once(outcome, case)
         return outcome
+
+    def _once(self, error: IclError, case: IclCase) -> IclError:
+        """``error`` for the first item that meets it; for the others, the same kind of error with a one-line pointer.
+
+        Keyed by the message, so a model that cannot load points every later pair to its first item too.
+        Hub data a collected task cannot have here is a skip (the icl_analysis fixture decides): pytest
+        already reports equal skip reasons once, so that message is kept whole.
+        """
+        message = str(error)
+        if isinstance(error, TaskUnavailable) and case.property_name and case.task.name not in self.options.tasks:
+            return error
+        where = _current_item(case)
+        first = self._shown.setdefault(message, where)
+        if first == where:
+            return error
+        head = (message.splitlines() or [""])[0]
+        place, sep, rest = head.partition(": ")
+        head = (rest if sep and "/" in place else head).split(". ")[0].split("; ")[0]  # without the file the paragraph names
+        head = head if len(head) <= 120 else head[:117] + "..."
+        pointer = type(error)(f"{case.pair}: not analysed ({type(error).__name__}), shown in full at {first}: {head}")
+        pointer.__suppress_context__ = True
+        return pointer
 
     def _stored(self, case: IclCase) -> StoredResult | None:
         """The pair from the store when it holds it, else None (then it is computed)."""

@@ -19,12 +19,15 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from pytest_icl.tasks.files import TaskDataMissing, TaskSettingsError
+from pytest_icl.errors import TaskDataInvalid
+from pytest_icl.tasks.files import MIN_EVAL_EXAMPLES, TaskDataMissing, TaskSettingsError
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
@@ -70,6 +73,10 @@ def load_yaml_relative_files(*, data_files: Any, config_source: str | None = Non
     builders = {_BUILDERS.get(Path(n).suffix) for n in names}
     if len(builders) != 1 or None in builders:
         raise ValueError(f"load_yaml_relative_files: data_files must all be .jsonl/.json, .csv, .parquet or .txt, got {names}")
+    for name in names:
+        if "://" not in name:
+            for path in glob.glob(os.path.expanduser(name)):
+                check_rows(Path(path))
     return datasets.load_dataset(builders.pop(), data_files=files)
 
 
@@ -88,14 +95,149 @@ def check_data_files(config: dict[str, Any], *, origin: str, base: Path | None) 
     files = kwargs.get("data_files")
     for split, value in files.items() if isinstance(files, dict) else [("train", files)] if files else []:
         for name in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
-            if isinstance(name, str) and "://" not in name and not glob.glob(os.path.expanduser(name)):
+            if not isinstance(name, str) or "://" in name:
+                continue
+            found = glob.glob(os.path.expanduser(name))
+            if not found:
                 raise TaskDataMissing(
                     f"{origin}: the data file {name} (dataset_kwargs.data_files, split {split!r}) does not exist{where}. "
                     "Fix the path in the task file or create the file."
                 )
+            for path in found:
+                try:
+                    check_rows(Path(path))
+                except TaskDataInvalid as error:
+                    raise TaskDataInvalid(f"{origin}: split {split!r}: {error}") from None
     data_dir = kwargs.get("data_dir")
     if isinstance(data_dir, str) and "://" not in data_dir and not Path(data_dir).expanduser().is_dir():
         raise TaskDataMissing(f"{origin}: the data folder {data_dir} (dataset_kwargs.data_dir) does not exist{where}.")
+
+
+# ---- a data file's rows, read before datasets does: its errors name neither the file nor the row
+
+_CHECKED: dict[tuple[str, int, int], int] = {}  # (path, size, mtime) -> rows, of files found sound
+_CHECKED_BYTES = 64 << 20  # past this much of a file, datasets' own errors have to do
+
+
+def check_rows(path: Path) -> int:
+    """The rows of a local .jsonl/.json/.csv/.parquet file, or TaskDataInvalid naming the file and the line.
+
+    Refused: a line that is not valid JSON or not one JSON object, a column whose JSON type changes
+    (datasets needs one per column), a CSV row wider or narrower than the header, no rows at all.
+    Other suffixes are left to datasets. A file is read once per process while it is unchanged.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKED:
+        reader = {".jsonl": _jsonl_file, ".json": _json_document, ".csv": _csv_rows, ".parquet": _parquet_rows}.get(path.suffix.lower())
+        if reader is None:
+            return -1  # unknown: datasets decides
+        try:
+            rows = reader(path)
+        except UnicodeDecodeError as error:
+            raise TaskDataInvalid(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save the file as UTF-8") from None
+        if rows == 0:
+            raise TaskDataInvalid(f"{path} has no rows; fill it, or point the task at the file that holds them")
+        _CHECKED[key] = rows
+    return _CHECKED[key]
+
+
+_KINDS = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}
+
+
+def _jsonl_file(path: Path) -> int:
+    with path.open("rb") as handle:
+        return _json_lines(path, handle)
+
+
+def _json_lines(path: Path, lines) -> int:
+    rows, kinds, read = 0, {}, 0
+    for number, raw in enumerate(lines, 1):
+        read += len(raw)
+        if read > _CHECKED_BYTES:
+            break
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.strip())
+        except UnicodeDecodeError as error:
+            raise TaskDataInvalid(f"{path} line {number}: not UTF-8 text ({error.reason}); save the file as UTF-8") from None
+        except ValueError as error:
+            where = f"{error.msg} at column {error.colno}" if isinstance(error, json.JSONDecodeError) else str(error)
+            raise TaskDataInvalid(f"{path} line {number}: not valid JSON: {where}; each line must be one JSON object") from None
+        _check_row(path, number, row, kinds)
+        rows += 1
+    return rows
+
+
+def _check_row(path: Path, number: int, row: Any, kinds: dict[str, tuple[str, int]]) -> None:
+    if not isinstance(row, dict):
+        raise TaskDataInvalid(
+            f'{path} line {number}: a row must be a JSON object ({{"column": value, ...}}), not {_KINDS.get(type(row), "null")}'
+        )
+    for column, value in row.items():
+        kind = _KINDS.get(type(value))
+        if kind is None:
+            continue  # null fits any column
+        first = kinds.setdefault(column, (kind, number))
+        if first[0] != kind:
+            raise TaskDataInvalid(
+                f"{path} line {number}: column {column!r} is {kind} here but {first[0]} on line {first[1]}; "
+                "datasets needs one type per column"
+            )
+
+
+def _json_document(path: Path) -> int:
+    """A .json file: one JSON array of row objects, or JSON lines (datasets reads both)."""
+    if path.stat().st_size > _CHECKED_BYTES:
+        return -1  # too big to read twice: datasets decides
+    data = path.read_bytes()
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return _json_lines(path, data.splitlines(keepends=True))
+    if isinstance(document, dict):
+        document = [document]
+    if not isinstance(document, list):
+        raise TaskDataInvalid(f"{path}: must hold a JSON array of row objects, or one JSON object per line")
+    kinds: dict[str, tuple[str, int]] = {}
+    for index, row in enumerate(document):
+        _check_row(path, index + 1, row, kinds)
+    return len(document)
+
+
+def _csv_rows(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return 0
+        rows = 0
+        for row in reader:
+            if not row:
+                continue  # a blank line, which pandas skips too
+            if len(row) != len(header):
+                raise TaskDataInvalid(
+                    f"{path} line {reader.line_num}: {len(row)} fields, but the header (line 1) has {len(header)}; "
+                    "quote a field that holds a comma"
+                )
+            rows += 1
+            if rows >= _CHECKED_BYTES // 64:  # about as far as the JSON files are read
+                break
+    return rows
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet
+
+    try:
+        return pyarrow.parquet.ParquetFile(path).metadata.num_rows
+    except Exception as error:  # noqa: BLE001 - pyarrow raises its own types for a damaged file
+        raise TaskDataInvalid(f"{path}: not a parquet file pyarrow can read ({type(error).__name__}: {error})") from None
+
+
+# ---- --icl-data
 
 
 def _folder_files(folder: Path) -> list[str]:
@@ -109,18 +251,41 @@ def _folder_files(folder: Path) -> list[str]:
         found[stem] = sorted(p for p in folder.iterdir() if p.stem == stem and p.suffix in _BUILDERS)
     for stem, paths in found.items():
         if len(paths) > 1:
-            raise TaskSettingsError(
-                f"--icl-data folder {folder} has {len(paths)} {stem} files ({', '.join(p.name for p in paths)}); keep one"
-            )
+            raise TaskSettingsError(f"folder {folder} has {len(paths)} {stem} files ({', '.join(p.name for p in paths)}); keep one")
     scored = found["test"] or found["eval"]
     if not found["train"] or not (scored or found["validation"]):
         raise TaskDataMissing(
-            f"--icl-data folder {folder} needs a train.* file and a test.* file (the scored split), and may hold a "
+            f"folder {folder} needs a train.* file and a test.* file (the scored split), and may hold a "
             "validation.* file (where lr: auto chooses the FT lr); with no test.*, validation.* is scored."
         )
     if not scored:
         return [str(found["train"][0]), str(found["validation"][0])]
     return [str(p[0]) for p in (found["train"], found["validation"], scored) if p]
+
+
+def local_data_files(data: str) -> list[Path]:
+    """The files of ``DIR``, ``TRAIN,EVAL`` or ``TRAIN,VALIDATION,TEST``, each checked (:func:`check_rows`).
+
+    The plugin asks at start, so that a folder without ``train.*`` or a bad line ends the run with exit 4.
+    """
+    parts = [p for p in data.split(",") if p]
+    if len(parts) == 1 and Path(parts[0]).expanduser().is_dir():
+        parts = _folder_files(Path(parts[0]).expanduser())
+    if len(parts) not in (2, 3):
+        raise TaskSettingsError(f"give TASK=DIR, TASK=TRAIN_FILE,EVAL_FILE or TASK=TRAIN,VALIDATION,TEST files, got {data!r}")
+    paths = [Path(p).expanduser().resolve() for p in parts]
+    for path in paths:
+        if not path.is_file():
+            raise TaskDataMissing(f"no such file {path}")
+    suffixes = {p.suffix for p in paths}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS or ".txt" in suffixes:
+        raise TaskSettingsError(
+            f"--icl-data files must {'both' if len(paths) == 2 else 'all'} be .jsonl, .json, .csv or .parquet, got {[p.name for p in paths]}"
+        )
+    rows = [check_rows(path) for path in paths]
+    if 0 <= rows[-1] < MIN_EVAL_EXAMPLES:
+        raise TaskDataInvalid(f"{paths[-1]} has {rows[-1]} row; the scored split needs at least {MIN_EVAL_EXAMPLES} eval examples")
+    return paths
 
 
 def local_data_config(config: dict[str, Any], data: str) -> dict[str, Any]:
@@ -131,20 +296,7 @@ def local_data_config(config: dict[str, Any], data: str) -> dict[str, Any]:
     The task's own splits, hub dataset and loader are replaced; everything else (templates,
     ``fewshot_config`` and so the demonstration seed) is kept.
     """
-    parts = [p for p in data.split(",") if p]
-    if len(parts) == 1 and Path(parts[0]).expanduser().is_dir():
-        parts = _folder_files(Path(parts[0]).expanduser())
-    if len(parts) not in (2, 3):
-        raise TaskSettingsError(f"--icl-data expects TASK=DIR, TASK=TRAIN_FILE,EVAL_FILE or TASK=TRAIN,VALIDATION,TEST files, got {data!r}")
-    paths = [Path(p).expanduser().resolve() for p in parts]
-    for path in paths:
-        if not path.is_file():
-            raise TaskDataMissing(f"--icl-data: no such file {path}")
-    suffixes = {p.suffix for p in paths}
-    if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS or ".txt" in suffixes:
-        raise TaskSettingsError(
-            f"--icl-data files must {'both' if len(paths) == 2 else 'all'} be .jsonl, .json, .csv or .parquet, got {[p.name for p in paths]}"
-        )
+    paths = local_data_files(data)
     splits = dict(zip(("train", "validation", "test") if len(paths) == 3 else ("train", "test"), map(str, paths)))
     config = {k: v for k, v in config.items() if k not in ("validation_split", "dataset_name", "custom_dataset")}
     config.update(

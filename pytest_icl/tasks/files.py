@@ -51,10 +51,16 @@ from pytest_icl.errors import (  # noqa: F401 - defined in errors, used or re-ex
     TaskWarning,
 )
 
-# ---- settings
+# ---- settings: one rule per kind of value, whatever it comes from (flag, ini, task YAML)
 
 _WHOLE = re.compile(r"[+-]?\d+")
 AUTO_LR = "auto"
+
+# The fewest eval examples a verdict is decided on. The interval of metric − control comes from
+# resampling the eval examples (definitions §12.4); with one example every resample is that
+# example, so the interval has zero width and one example's answer would pass or fail a property.
+# Two is the least that resampling can tell apart from certainty; the gates ask for more.
+MIN_EVAL_EXAMPLES = 2
 
 # name -> (what the value must be, as the error message says it)
 _RULES = {
@@ -63,33 +69,56 @@ _RULES = {
     "lr": "the FT learning rate must be a finite number above 0, or 'auto' (chosen per model on the validation split)",
     "position": "the analysed position must be 'label' or 'prompt'",
     "limit": "the number of eval examples must be a whole number of at least 1",
-    "thresholds": "must be a mapping of property name to margin (a number)",
-    "tolerances": "must be a mapping of metric name to tolerance (a number)",
+    "thresholds": "must be a mapping of property name to margin (a finite number)",
+    "tolerances": "must be a mapping of metric name to tolerance (a number ≥ 0; inf turns the check off)",
     "columns": "must be a mapping of column name to its description (text)",
     "expected_failures": "must be a mapping of property name to why it is known not to hold (text)",
 }
 
 
-def _whole(value: Any) -> int | None:
+def whole_number(value: Any) -> int | None:
+    """The one rule for a whole number, from a flag, an ini file (text or TOML) or a YAML file; None if not one.
+
+    16, 16.0 and "16" (or "16.0") are 16; 2.5, "2.5", True, nan and inf are not whole numbers
+    (never truncated, never a bool).
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)  # 16.0 is 16; 2.5 is refused, never truncated to 2
     if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
         return int(value)
-    return None
+    number = finite_number(value)
+    return int(number) if number is not None and number.is_integer() else None
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """The one rule for a number: a finite int or float, or text that spells one; None otherwise (nan, inf, a bool)."""
     if isinstance(value, bool):
         return None
     try:
         number = float(value)  # a string too: PyYAML reads 3e-3 (no dot) as a string
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
+
+
+def tolerance_number(value: Any) -> float | None:
+    """A baseline tolerance: a number ≥ 0, where inf (and only inf) switches the metric's check off; nan is none."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number >= 0 else None  # False for nan
+
+
+def _mapping_of(value: Any, rule) -> dict[str, float] | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return None
+    parsed = {k: rule(v) for k, v in value.items()}
+    return None if any(v is None for v in parsed.values()) else parsed
 
 
 def parse_setting(name: str, value: Any, *, where: str) -> Any:
@@ -98,21 +127,21 @@ def parse_setting(name: str, value: Any, *, where: str) -> Any:
     ``where`` names the value in the message: ``"tasks/x.yaml: icl.shots"`` or ``"--icl-shots"``.
     """
     if name in ("shots", "limit"):
-        parsed = _whole(value)
+        parsed = whole_number(value)
         ok = parsed is not None and parsed >= 1
     elif name == "seed":
-        parsed = _whole(value)
+        parsed = whole_number(value)
         ok = parsed is not None and 0 <= parsed < 2**32
     elif name == "lr":
         if isinstance(value, str) and value.strip().lower() == AUTO_LR:
             return AUTO_LR
-        parsed = _number(value)
+        parsed = finite_number(value)
         ok = parsed is not None and parsed > 0
     elif name == "position":
         parsed, ok = value, value in ("label", "prompt")
     elif name in ("thresholds", "tolerances"):
-        ok = isinstance(value, dict) and all(isinstance(k, str) and _number(v) is not None for k, v in value.items())
-        parsed = {k: float(v) for k, v in value.items()} if ok else None
+        parsed = _mapping_of(value, finite_number if name == "thresholds" else tolerance_number)
+        ok = parsed is not None
     elif name in ("columns", "expected_failures"):
         parsed = dict(value) if isinstance(value, dict) else None
         ok = parsed is not None and all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items())
@@ -121,6 +150,25 @@ def parse_setting(name: str, value: Any, *, where: str) -> Any:
     if not ok:
         raise TaskSettingsError(f"{where} = {value!r} is not allowed: {_RULES[name]}.")
     return parsed
+
+
+# A task's name names its test ids and the report's files (samples_<model>_<task>.jsonl, pairs/<task>-<key>.json):
+# letters, digits and . _ - + ( ) only, so that no name can leave the report folder or fail to be a file name
+# there. Every lm-eval built-in name fits (a few use parentheses).
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+()-]*")
+MAX_TASK_NAME = 100
+
+
+def check_task_name(name: Any, *, origin: str) -> str:
+    """``name`` when it can name a test id and a file; else TaskDefinitionError with a name that would do."""
+    if isinstance(name, str) and len(name) <= MAX_TASK_NAME and _TASK_NAME.fullmatch(name):
+        return name
+    suggestion = re.sub(r"[^A-Za-z0-9._+()-]+", "_", str(name)).strip("._-+()")[:MAX_TASK_NAME] or "my_task"
+    raise TaskDefinitionError(
+        f"{origin}: the task name {name!r} cannot be used: it names the test ids and the report's files, so it must be "
+        f"1 to {MAX_TASK_NAME} letters, digits, '.', '_', '-', '+', '(' or ')', starting with a letter or digit "
+        f"(no '/', spaces or '..' paths). Rename it, e.g. task: {suggestion}"
+    )
 
 
 @dataclass(frozen=True)
@@ -336,7 +384,14 @@ class TaskSource:
     def from_path(cls, path: str | Path) -> TaskSource:
         path = Path(path).resolve()
         header = read_task_header(path)
-        return cls(name=header["task"], path=path, settings=settings_of(header, origin=str(path)))
+        name = check_task_name(header["task"], origin=str(path))
+        choices = header.get("doc_to_choice")
+        if isinstance(choices, list) and len(choices) < 2:  # a fixed list: refused now, not once per example later
+            raise TaskDefinitionError(
+                f"{path}: doc_to_choice: {choices!r} has {len(choices)} choice; pytest-icl compares the model's scores of "
+                "the answer choices, so a task needs at least 2"
+            )
+        return cls(name=name, path=path, settings=settings_of(header, origin=str(path)))
 
     @classmethod
     def builtin(cls, name: str) -> TaskSource:
@@ -347,6 +402,7 @@ class TaskSource:
         if not isinstance(config, dict) or not isinstance(config.get("task"), str):
             raise TaskDefinitionError(f"an inline task config must be a dict with a 'task' name (a string), got {config!r}")
         config = dict(config)
+        check_task_name(config["task"], origin="an inline task config")
         settings = settings_of(config, origin=f"inline task {config['task']!r}")
         config.pop("icl", None)
         return cls(name=config["task"], config=config, settings=settings)

@@ -47,6 +47,7 @@ from pytest_icl.tasks.data import absolute_data_files, check_data_files, load_ya
 from pytest_icl.tasks.fewshot import ShuffledPool, check_prompts, fixed_demonstrations, lm_eval_yaml, plan_fewshot
 from pytest_icl.tasks.files import (  # noqa: F401 - re-exported: the public names of tasks
     AUTO_LR,
+    MIN_EVAL_EXAMPLES,
     TaskDataMissing,
     TaskDefinitionError,
     TaskDeprecationWarning,
@@ -143,6 +144,11 @@ def _builtin_index() -> dict[str, tuple[str, str | None]]:
     return entries
 
 
+def builtin_task_names() -> tuple[str, ...]:
+    """Every lm-eval built-in task, group and tag name (~5 s the first time, then cached)."""
+    return tuple(_builtin_index())
+
+
 def builtin_task_exists(name: str) -> bool:
     """Whether lm-eval has a built-in task, group or tag ``name`` (~5 s the first time, then cached)."""
     return name in _builtin_index()
@@ -200,13 +206,29 @@ def _lm_eval_config(source: TaskSource, data: str | None) -> tuple[dict[str, Any
             '["negative", "positive"]), the name of a column holding each row\'s choices, or a Jinja template.'
         )
     if data:
-        return original, local_data_config(config, data), yaml_path
+        try:
+            return original, local_data_config(config, data), yaml_path
+        except TaskError as error:
+            raise type(error)(f"{source.origin}: --icl-data {source.name}={data}: {error}") from None
     check_data_files(config, origin=source.origin, base=base)
     return original, config, yaml_path
 
 
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _inner(error: BaseException) -> BaseException:
+    """The error under datasets' "An error occurred while generating the dataset": the one that says what."""
+    while type(error).__name__ == "DatasetGenerationError" and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _data_files(config: dict[str, Any]) -> str:
+    files = (config.get("dataset_kwargs") or {}).get("data_files")
+    names = files.values() if isinstance(files, dict) else [files] if files else []
+    return ", ".join(str(n) for value in names for n in (value if isinstance(value, list) else [value]))
 
 
 def _build_lm_eval_task(config: dict[str, Any], origin: str):
@@ -223,10 +245,11 @@ def _build_lm_eval_task(config: dict[str, Any], origin: str):
             "files with --icl-data TASK=DIR (train.*, validation.*, test.*) or TASK=TRAIN_FILE,EVAL_FILE."
         ) from None
     except Exception as error:
+        error = _inner(error)
         message = _first_line(error)
         if "offline" in message.lower() or "couldn't reach" in message.lower():
             raise TaskUnavailable(f"{origin}: its data is not available offline ({message}).") from None
-        hint = ""
+        hint = f" (reading {_data_files(config)})" if _data_files(config) else ""
         if isinstance(error, IndexError) and "string index" in message:
             # lm-eval reads choice[0] of the first document's choices while building the task
             hint = ". lm-eval fails this way on an empty answer choice: make doc_to_choice give non-empty strings"
@@ -253,6 +276,11 @@ def _to_example(task, doc, origin: str, fewshot=None) -> Example:
         raise TaskDefinitionError(f"{origin}: doc_to_text gave {type(text).__name__}, expected a string")
     if not isinstance(choices, (list, tuple)) or not choices or not all(isinstance(c, str) and c for c in choices):
         raise TaskDefinitionError(f"{origin}: doc_to_choice must give a list of non-empty strings, got {choices!r}")
+    if len(choices) < 2:
+        raise TaskDefinitionError(
+            f"{origin}: doc_to_choice gave {len(choices)} choice {choices!r} for the prompt {text[-60:]!r}; pytest-icl compares "
+            "the model's scores of the answer choices, so every example needs at least 2 (check the column or template)"
+        )
     if isinstance(target, str) and not target.isdigit():
         if target not in choices:
             raise TaskDefinitionError(f"{origin}: target {target!r} is not one of the choices {choices}")
@@ -303,8 +331,11 @@ def _eval_docs(task, split: str | None, limit: int | None, origin: str) -> list:
     else:
         docs = task.validation_docs()
     docs = list(itertools.islice(docs, limit))  # iterating a Dataset gives its rows, as lm-eval's doc_iterator does
-    if not docs:
-        raise TaskDefinitionError(f"{origin}: the eval split is empty")
+    if len(docs) < MIN_EVAL_EXAMPLES:
+        raise TaskDefinitionError(
+            f"{origin}: the {split or 'eval'} split has {len(docs)} example(s), and a verdict needs at least {MIN_EVAL_EXAMPLES}: "
+            "its interval resamples the eval examples, and one example would decide a property alone. Add eval rows"
+        )
     return docs
 
 

@@ -8,7 +8,9 @@ it and checks:
 * the first line of the message (a glob), and that the output has no traceback and no
   exception chain;
 * nothing already written is lost: a usage error leaves an existing ``results.json`` as it was,
-  and when one pair fails at run time the good pair's row is still written.
+  and when one pair fails at run time the good pair's row is still written;
+* a pair's run-time error is shown once: its first item has the paragraph, the others a
+  one-line pointer to it (``once``).
 
 A reader sees here, in one place, what each mistake looks like to a user.
 """
@@ -38,6 +40,7 @@ class Case:
     ini: str = ""
     env: dict[str, str] = field(default_factory=dict)
     report: bool = True  # False: the run gets no --icl-report
+    once: str = ""  # a phrase deep in a pair's paragraph: shown once, the pair's other items point to it
 
 
 def _file(name: str, text: str = "x") -> Callable:
@@ -100,6 +103,42 @@ def _ansible_only(project):
     _file("tasks/vars.yml", "task: not-an-lm-eval-task\nhosts: all\n")(project)
 
 
+def _toml(text: str) -> Callable:
+    """The project's settings in pyproject.toml's native [tool.pytest] table (pytest ≥ 9.2 keeps TOML's types)."""
+
+    def setup(project):
+        (project.path / "tox.ini").unlink()  # the inner project's ini would win over pyproject.toml
+        (project.path / "pyproject.toml").write_text(f"[tool.pytest]\n{text}\n")
+
+    return setup
+
+
+def _data_dir(train: str | None, test: str | None, folder: str = "local") -> Callable:
+    """An --icl-data folder: train.jsonl and test.jsonl with the given text (None: no such file)."""
+
+    def setup(project):
+        (project.path / folder).mkdir(parents=True, exist_ok=True)
+        for name, text in (("train.jsonl", train), ("test.jsonl", test)):
+            if text is not None:
+                (project.path / folder / name).write_text(text)
+
+    return setup
+
+
+def _task_file(name: str, split: str, text: str) -> Callable:
+    """Task ``name`` (the antonym rows) whose own ``split``.jsonl holds ``text`` instead."""
+
+    def setup(project):
+        path = project.task(name)
+        (path.parent / f"{split}.jsonl").write_text(text)
+
+    return setup
+
+
+_GOOD = "".join(json.dumps(row) + "\n" for row in antonym_rows()[:4])
+_BAD_LINE = _GOOD.replace('"label": 1}\n', '"label": }\n', 1)
+_ONE_CHOICE = [{**row, "choices": [row["choices"][row["label"]]], "label": 0} for row in antonym_rows()]
+
 _TWINS = [{**row, "choices": [row["choices"][0]] * 2} for row in antonym_rows()]
 _EMPTY = [{**row, "choices": ["", row["choices"][1]]} for row in antonym_rows()]
 _LONG = [{**row, "word": " ".join([row["word"]] * 40)} for row in antonym_rows()]
@@ -115,6 +154,20 @@ CASES = [
         USAGE,
         "ERROR: --icl-device-map: 'nomap.json' is not allowed; give auto, balanced, or the path*",
     ),
+    Case(
+        "device-map-bad-json",
+        ("--icl-device-map", "map.json"),
+        USAGE,
+        "ERROR: --icl-device-map: 'map.json' is not allowed; give auto, balanced, or a JSON file holding one object*map.json: not valid JSON*",
+        setup=_file("map.json", "{not json"),
+    ),
+    Case(
+        "device-map-not-a-mapping",
+        ("--icl-device-map", "map.json"),
+        USAGE,
+        "ERROR: --icl-device-map: 'map.json' is not allowed;*must hold a non-empty JSON object mapping module names to devices, got list*",
+        setup=_file("map.json", '["lm_head"]'),
+    ),
     Case("dtype", ("--icl-dtype", "int8"), USAGE, "ERROR: --icl-dtype: 'int8' is not allowed; give float32, bfloat16, float16 or auto"),
     Case("position", ("--icl-position", "middle"), USAGE, "ERROR: --icl-position: 'middle' is not allowed; give label or prompt"),
     Case("shots-word", ("--icl-shots", "four"), USAGE, "ERROR: --icl-shots: 'four' is not allowed; give a whole number ≥ 1"),
@@ -123,7 +176,10 @@ CASES = [
     Case("shots-float", ("--icl-shots", "2.5"), USAGE, "ERROR: --icl-shots: '2.5' is not allowed*"),
     Case("seed-word", ("--icl-seed", "x"), USAGE, "ERROR: --icl-seed: 'x' is not allowed; give a whole number from 0 to 2**32 - 1"),
     Case("seed-negative", ("--icl-seed", "-1"), USAGE, "ERROR: --icl-seed: '-1' is not allowed; give a whole number from 0 to 2**32 - 1"),
-    Case("limit-zero", ("--icl-limit", "0"), USAGE, "ERROR: --icl-limit: '0' is not allowed; give a whole number ≥ 1"),
+    Case("limit-zero", ("--icl-limit", "0"), USAGE, "ERROR: --icl-limit: '0' is not allowed; give a whole number ≥ 2*"),
+    Case(
+        "limit-one", ("--icl-limit", "1"), USAGE, "ERROR: --icl-limit: '1' is not allowed; give a whole number ≥ 2 (a verdict's interval*"
+    ),
     Case("lr-word", ("--icl-lr", "fast"), USAGE, "ERROR: --icl-lr: 'fast' is not allowed; give a finite number > 0*'auto'*"),
     Case("lr-nan", ("--icl-lr", "nan"), USAGE, "ERROR: --icl-lr: 'nan' is not allowed*"),
     Case("lr-inf", ("--icl-lr", "inf"), USAGE, "ERROR: --icl-lr: 'inf' is not allowed*"),
@@ -154,14 +210,129 @@ CASES = [
         "ERROR: --icl-threshold: 'accurac=0.1' is not allowed; give NAME=VALUE with NAME one of accuracy, rec2ftp*",
     ),
     Case(
-        "threshold-value", ("--icl-threshold", "simaou=high"), USAGE, "ERROR: --icl-threshold: 'simaou=high' is not allowed*not a number*"
+        "threshold-value",
+        ("--icl-threshold", "simaou=high"),
+        USAGE,
+        "ERROR: --icl-threshold: 'simaou=high' is not allowed*not a finite number*",
     ),
+    # ---- numbers are finite numbers, by one rule, from a flag, an ini key or a task YAML
+    Case(
+        "threshold-nan",
+        ("--icl-threshold", "simaou=nan"),
+        USAGE,
+        "ERROR: --icl-threshold: 'simaou=nan' is not allowed*('nan' is not a finite number)",
+    ),
+    Case("threshold-inf", ("--icl-threshold", "accuracy=-inf"), USAGE, "ERROR: --icl-threshold: 'accuracy=-inf' is not allowed*finite*"),
+    Case("tolerance-nan", ("--icl-tolerance", "simaou=nan"), USAGE, "ERROR: --icl-tolerance: 'simaou=nan' is not allowed*must be ≥ 0*"),
+    Case("batch-size-inf", ("--icl-batch-size", "inf"), USAGE, "ERROR: --icl-batch-size: 'inf' is not allowed; give a whole number ≥ 1"),
+    Case("seeds-float", ("--icl-seeds", "2.5"), USAGE, "ERROR: --icl-seeds: '2.5' is not allowed; give a whole number ≥ 1"),
+    Case("ini-lr-inf", (), USAGE, "ERROR: icl_lr (ini): 'inf' is not allowed; give a finite number > 0*", ini="icl_lr = inf"),
+    Case("ini-threshold-nan", (), USAGE, "ERROR: icl_threshold (ini): 'kendall=nan' is not allowed*", ini="icl_threshold = kendall=nan"),
+    Case("ini-seeds-word", (), USAGE, "ERROR: icl_seeds (ini): 'true' is not allowed; give a whole number ≥ 1", ini="icl_seeds = true"),
+    Case(
+        "task-lr-inf",
+        (),
+        COLLECTION,
+        "*inflr.yaml: icl.lr = inf is not allowed: the FT learning rate must be a finite number*",
+        setup=_task("inflr", icl={"lr": float("inf")}),
+    ),
+    Case(
+        "task-threshold-nan",
+        (),
+        COLLECTION,
+        "*nanmargin.yaml: icl.thresholds = {'simaou': nan} is not allowed*finite number*",
+        setup=_task("nanmargin", icl={"thresholds": {"simaou": float("nan")}}),
+    ),
+    Case(
+        "task-tolerance-nan",
+        (),
+        COLLECTION,
+        "*nantol.yaml: icl.tolerances = {'simaou': nan} is not allowed*",
+        setup=_task("nantol", icl={"tolerances": {"simaou": float("nan")}}),
+    ),
+    Case(
+        "task-tolerance-name",
+        (),
+        COLLECTION,
+        "*tolname.yaml: tolerances names metrics not compared with the baseline [[]'simou'[]]; compared: *",
+        setup=_task("tolname", icl={"tolerances": {"simou": 0.1}}),
+    ),
+    Case("task-seed-bool", (), COLLECTION, "*boolseed.yaml: icl.seed = True is not allowed*", setup=_task("boolseed", icl={"seed": True})),
     Case("tolerance", ("--icl-tolerance", "simaou"), USAGE, "ERROR: --icl-tolerance: 'simaou' is not allowed*"),
     Case(
         "data-no-equals",
         ("--icl-data", "antonyms"),
         USAGE,
         "ERROR: --icl-data: 'antonyms' is not allowed; give TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE",
+    ),
+    Case("toml-shots-zero", (), USAGE, "ERROR: icl_shots (ini): '0' is not allowed; give a whole number ≥ 1", setup=_toml("icl_shots = 0")),
+    Case(
+        "toml-flag-word",
+        (),
+        USAGE,
+        "ERROR: icl_rerun (ini): 'perhaps' is not allowed; give on or off",
+        setup=_toml("icl_rerun = 'perhaps'"),
+    ),
+    Case(
+        "dist-and-icl-dist",
+        ("-n", "2", "--dist", "load", "--icl-dist", "pair"),
+        USAGE,
+        "ERROR: --dist load and --icl-dist were both given*give one of them*",
+    ),
+    Case(
+        "task-unknown-name",
+        ("--icl-task", "antonym"),
+        USAGE,
+        "ERROR: --icl-task: no task named 'antonym' (did you mean antonyms*",
+    ),
+    Case(
+        "data-unknown-task",
+        ("--icl-data", "antonym=local"),
+        USAGE,
+        "ERROR: --icl-data antonym=local: no task of this run is named 'antonym', so the files would never be read; did you mean 'antonyms'?*",
+        setup=_data_dir(_GOOD, _GOOD),
+    ),
+    Case(
+        "data-folder-without-train",
+        ("--icl-data", "antonyms=local"),
+        USAGE,
+        "ERROR: --icl-data: antonyms=local: folder local needs a train.* file and a test.* file*",
+        setup=_data_dir(None, _GOOD),
+    ),
+    Case(
+        "data-folder-without-eval",
+        ("--icl-data", "antonyms=local"),
+        USAGE,
+        "ERROR: --icl-data: antonyms=local: folder local needs a train.* file and a test.* file*",
+        setup=_data_dir(_GOOD, None),
+    ),
+    Case(
+        "data-bad-json-line",
+        ("--icl-data", "antonyms=local"),
+        USAGE,
+        "ERROR: --icl-data: antonyms=local: */local/train.jsonl line 2: not valid JSON: Expecting value at column *",
+        setup=_data_dir(_BAD_LINE, _GOOD),
+    ),
+    Case(
+        "data-empty-test",
+        ("--icl-data", "antonyms=local"),
+        USAGE,
+        "ERROR: --icl-data: antonyms=local: */local/test.jsonl has no rows*",
+        setup=_data_dir(_GOOD, ""),
+    ),
+    Case(
+        "data-one-eval-row",
+        ("--icl-data", "antonyms=local"),
+        USAGE,
+        "ERROR: --icl-data: antonyms=local: */test.jsonl has 1 row; the scored split needs at least 2 eval examples",
+        setup=_data_dir(_GOOD, _GOOD.splitlines(keepends=True)[0]),
+    ),
+    Case(
+        "data-mixed-formats",
+        ("--icl-data", "antonyms=local/train.jsonl,local/test.csv"),
+        USAGE,
+        "ERROR: --icl-data: antonyms=local/train.jsonl,local/test.csv: --icl-data files must both be .jsonl, .json, .csv or .parquet*",
+        setup=lambda project: (_data_dir(_GOOD, None)(project), _file("local/test.csv", "word,label\nhot,0\nbig,1\n")(project)),
     ),
     Case(
         "data-missing-path",
@@ -220,6 +391,28 @@ CASES = [
         "ERROR: --icl-rerun recomputes pairs that an --icl-report folder already holds*add --icl-report DIR*",
         report=False,
     ),
+    # ---- the environment: every variable pytest-icl reads, checked at start before any model loads
+    Case(
+        "env-cache-is-a-file",
+        (),
+        USAGE,
+        "ERROR: PYTEST_ICL_CACHE='/dev/null': it is a file, not a folder*",
+        env={"PYTEST_ICL_CACHE": "/dev/null"},
+    ),
+    Case(
+        "env-offline-word",
+        (),
+        USAGE,
+        "ERROR: HF_HUB_OFFLINE='maybe' is not a switch: set it to 1 (offline) or 0*",
+        env={"HF_HUB_OFFLINE": "maybe"},
+    ),
+    Case(
+        "env-endpoint-port",
+        (),
+        USAGE,
+        "ERROR: HF_ENDPOINT='https://hub:port' is not a URL pytest-icl can connect to*",
+        env={"HF_ENDPOINT": "https://hub:port"},
+    ),
     Case("baseline-update-alone", ("--icl-baseline-update",), USAGE, "ERROR: --icl-baseline-update needs --icl-baseline FILE"),
     Case("baseline-missing", ("--icl-baseline", "nothere.json"), USAGE, "ERROR: *nothere.json*"),
     Case("baseline-corrupt", ("--icl-baseline", "base.json"), USAGE, "ERROR: *base.json*", setup=_file("base.json", "{not json")),
@@ -265,6 +458,34 @@ CASES = [
         "*xf.yaml: expected_failures names unknown properties [[]'simaoo'[]]; known: accuracy*",
         setup=_task("xf", icl={"expected_failures": {"simaoo": "typo"}}),
     ),
+    Case(
+        "task-name-path",
+        (),
+        COLLECTION,
+        "*broken.yaml: the task name '../../escape' cannot be used: it names the test ids and the report's files*",
+        setup=_yaml("task: ../../escape\noutput_type: multiple_choice\ndoc_to_choice: [a, b]\n"),
+    ),
+    Case(
+        "task-name-spaces",
+        (),
+        COLLECTION,
+        "*broken.yaml: the task name 'my task' cannot be used*e.g. task: my_task",
+        setup=_yaml("task: my task\noutput_type: multiple_choice\ndoc_to_choice: [a, b]\n"),
+    ),
+    Case(
+        "task-name-twice",
+        (),
+        COLLECTION,
+        "*task 'antonyms' is defined by two files, */antonyms.yaml and */copy/antonyms/antonyms.yaml*",
+        setup=_task("antonyms", folder="tasks/copy"),
+    ),
+    Case(
+        "task-fixed-one-choice",
+        (),
+        COLLECTION,
+        "*broken.yaml: doc_to_choice: [[]'positive'[]] has 1 choice; * a task needs at least 2",
+        setup=_yaml("task: broken\noutput_type: multiple_choice\ndoc_to_choice: [positive]\n"),
+    ),
     # ---- tasks that load but cannot run: the pair fails with one paragraph, the good pair's row is kept
     Case("task-no-doc-to-choice", ("-k", "accuracy"), FAILED, "*nochoice*doc_to_choice*", setup=_task("nochoice", drop=("doc_to_choice",))),
     Case("task-data-file-missing", ("-k", "accuracy"), FAILED, "*train.jsonl*", setup=_missing_data),
@@ -302,6 +523,49 @@ CASES = [
         FAILED,
         "*greedy.yaml: 12 shots asked, but the few-shot split has only 8 examples*",
         setup=_task("greedy", icl={"shots": 12}),
+    ),
+    Case(
+        "task-one-choice",
+        ("-k", "accuracy"),
+        FAILED,
+        "*single.yaml: doc_to_choice gave 1 choice [[]'cold'[]] for the prompt*at least 2*",
+        setup=_task("single", rows=_ONE_CHOICE),
+    ),
+    Case(
+        "task-one-eval-example",
+        ("-k", "accuracy"),
+        FAILED,
+        "*lonely.yaml: the eval split has 1 example(s), and a verdict needs at least 2*",
+        setup=_task_file("lonely", "test", _GOOD[: _GOOD.index("\n") + 1]),
+    ),
+    Case(
+        "task-data-bad-json",
+        ("-k", "accuracy"),
+        FAILED,
+        "*badrows.yaml: split 'train': */train.jsonl line 2: not valid JSON: Expecting value at column *",
+        setup=_task_file("badrows", "train", _BAD_LINE),
+    ),
+    Case(
+        "task-data-empty-train",
+        ("-k", "accuracy"),
+        FAILED,
+        "*emptytrain.yaml: split 'train': */train.jsonl has no rows*",
+        setup=_task_file("emptytrain", "train", ""),
+    ),
+    Case(
+        "task-data-column-types",
+        ("-k", "accuracy"),
+        FAILED,
+        "*mixed.yaml: split 'test': */test.jsonl line 2: column 'label' is text here but a number on line 1; datasets needs one type per column",
+        setup=_task_file("mixed", "test", _GOOD.replace('"label": 1', '"label": "one"', 1)),
+    ),
+    Case(
+        "task-error-shown-once",
+        (),
+        FAILED,
+        "*nochoice*doc_to_choice*",
+        setup=_task("nochoice", drop=("doc_to_choice",)),
+        once="the name of a column holding each row's choices",
     ),
     # ---- not ours: left alone
     Case("foreign-ansible-tasks", (), NO_TESTS, "*no tests ran*", setup=_ansible_only),
@@ -347,6 +611,11 @@ def test_bad_input(project, case: Case, monkeypatch):
     if case.exit == USAGE:
         assert len([line for line in result.stderr.lines if line.strip()]) <= 8  # one paragraph
         assert previous.read_text() == '{"schema": 1, "rows": []}\n'  # nothing already written lost
+    if case.once:  # the pair's paragraph once (its first item), a one-line pointer on each of the other four
+        assert output.count(case.once) == 1, output[-6000:]
+        assert output.count("not analysed (") >= 4 and output.count(": not analysed (") == output.count(", shown in full at "), output[
+            -6000:
+        ]
     if case.id in RUNTIME:
         rows = json.loads((report / "results.json").read_text())["rows"]
         assert "antonyms" in {row["task"] for row in rows}  # the good pair's result is kept

@@ -44,7 +44,12 @@ def test_a_task_file_is_one_item_per_model_and_property(project):
     assert first.icl_case.pair == "org--first-antonyms" and first.icl_case.property_name == "accuracy"
     assert first.get_closest_marker("icl") is not None
     # Each item knows how many items its pair has: the controller writes a pair's files when all have reported.
-    assert first.icl_payload["property"] == {"pair": "org--first-antonyms", "name": "accuracy", "items": len(PROPERTIES)}
+    assert first.icl_payload["property"] == {
+        "pair": "org--first-antonyms",
+        "task": "antonyms",
+        "name": "accuracy",
+        "items": len(PROPERTIES),
+    }
 
 
 def test_items_are_ordered_so_each_model_loads_once(project):
@@ -110,3 +115,81 @@ def test_two_models_with_one_id_are_a_usage_error(project):
     result = project.runpytest("--icl-model=org/same", "--icl-model=org/same", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --icl-model: more than one model has the test id org--same; each model must be named once*"])
+
+
+# ---- what collection checks once: task names, one file per name, --icl-data names
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("'../../escape'", "'../../escape'"), ("'my task'", "'my task'"), ("'a/b'", "'a/b'"), ("'x' * 101", "'xxxx"), ("'.hidden'", "'.hidden'"),
+])  # fmt: skip
+def test_a_task_name_that_cannot_name_a_file_is_a_collection_error(project, name, shown):
+    """The name makes the report's file names and the test ids: refused at collection, with a name that would do."""
+    path = project.path / "tasks" / "odd" / "odd.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(TASK.format(name="placeholder").replace("task: placeholder", f"task: {eval(name)!r}"))
+    result = project.runpytest(*MODELS, "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([f"*odd.yaml: the task name {shown}* cannot be used: it names the test ids and the report's files*"])
+    assert not list(project.path.glob("**/escape*"))
+
+
+def test_two_task_files_with_one_name_are_a_collection_error_naming_both(project):
+    write_task(project, "antonyms")
+    write_task(project, "antonyms", folder="tasks/copy")
+    result = project.runpytest(*MODELS, "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*task 'antonyms' is defined by two files, */tasks/antonyms/antonyms.yaml and */tasks/copy/antonyms/antonyms.yaml;*"]
+    )
+
+
+def test_a_fixed_choice_list_of_one_is_a_collection_error(project):
+    path = project.path / "tasks" / "single" / "single.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(TASK.format(name="single").replace("doc_to_choice: [a, b]", "doc_to_choice: [a]"))
+    result = project.runpytest(*MODELS, "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*single.yaml: doc_to_choice: [[]'a'[]] has 1 choice; * a task needs at least 2"])
+
+
+def _data_folder(project) -> str:
+    folder = project.path / "data"
+    folder.mkdir()
+    rows = '{"word": "hot", "label": 0}\n{"word": "big", "label": 1}\n'
+    (folder / "train.jsonl").write_text(rows)
+    (folder / "test.jsonl").write_text(rows)
+    return str(folder)
+
+
+def test_an_icl_data_name_that_matches_no_task_is_a_usage_error_with_the_closest(project):
+    write_task(project, "antonyms")
+    write_task(project, "synonyms")
+    result = project.runpytest(*MODELS, "--collect-only", "--icl-data", f"antonym={_data_folder(project)}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --icl-data antonym=*: no task of this run is named 'antonym', so the files would never be read; did you mean 'antonyms'*"]
+    )
+
+
+def test_icl_data_names_a_collected_task_even_when_k_deselects_it(project):
+    write_task(project, "antonyms")
+    write_task(project, "synonyms")
+    data = _data_folder(project)
+    result = project.runpytest(*MODELS, "--collect-only", "-q", "--icl-data", f"antonyms={data}", "-k", "synonyms")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+
+
+def test_icl_data_may_name_the_task_of_a_marked_test(project):
+    project.makepyfile(
+        test_mine="""
+        import pytest
+
+        @pytest.mark.icl_task({"task": "inline_words", "output_type": "multiple_choice"})
+        def test_words(icl_analysis):
+            pass
+        """
+    )
+    write_task(project, "antonyms")
+    result = project.runpytest(*MODELS, "--collect-only", "-q", "--icl-data", f"inline_words={_data_folder(project)}")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()

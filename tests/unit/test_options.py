@@ -32,15 +32,18 @@ def _raw(**given):
 
 
 @pytest.mark.parametrize(
-    ("parse", "text", "value"), [(O.positive_int, "1", 1), (O.positive_int, " 16 ", 16), (O.count, "0", 0), (O.count, "3", 3)]
+    ("parse", "text", "value"),
+    [(O.positive_int, "1", 1), (O.positive_int, " 16 ", 16), (O.positive_int, "16.0", 16), (O.count, "0", 0), (O.count, "3", 3)],
 )
 def test_whole_numbers(parse, text, value):
+    """A TOML ``16.0`` reaches the parser as the text "16.0": 16, as ``shots: 16.0`` is in a task YAML."""
     assert parse(text) == value
 
 
 @pytest.mark.parametrize(("parse", "text", "allowed"), [
     (O.positive_int, "0", "a whole number ≥ 1"), (O.positive_int, "2.5", "a whole number ≥ 1"), (O.positive_int, "x", "a whole number ≥ 1"),
-    (O.count, "-1", "a whole number ≥ 0"),
+    (O.positive_int, "nan", "a whole number ≥ 1"), (O.positive_int, "inf", "a whole number ≥ 1"), (O.positive_int, "True", "a whole number ≥ 1"),
+    (O.count, "-1", "a whole number ≥ 0"), (O.count, "1e400", "a whole number ≥ 0"),
 ])  # fmt: skip
 def test_whole_numbers_refuse_with_what_is_allowed(parse, text, allowed):
     with pytest.raises(ValueError, match=f"^{allowed}$"):
@@ -57,7 +60,7 @@ def test_task_setting_options_follow_the_task_files_rule(name, text, value):
 
 
 @pytest.mark.parametrize(("name", "text"), [("shots", "0"), ("seed", "-1"), ("seed", str(2**32)), ("lr", "0"), ("lr", "nan"), ("lr", "inf"),
-                                            ("position", "middle"), ("limit", "0")])  # fmt: skip
+                                            ("position", "middle"), ("limit", "0"), ("limit", "1")])  # fmt: skip
 def test_task_setting_options_refuse_what_a_task_file_refuses(name, text):
     with pytest.raises(ValueError) as error:
         O.BY_DEST[f"icl_{name}"].parse(text)
@@ -101,10 +104,28 @@ def test_placement_errors_are_worded_as_option_errors(parse, text, allowed):
 def test_device_map_is_a_name_or_an_existing_file(tmp_path):
     assert O.device_map(" Auto ") == "auto" and O.device_map("balanced") == "balanced"
     mapping = tmp_path / "map.json"
-    mapping.write_text("{}")
+    mapping.write_text('{"model.embed_tokens": 0, "lm_head": "cuda:1"}')
     assert O.device_map(str(mapping)) == str(mapping.resolve())
     with pytest.raises(ValueError, match="^auto, balanced, or the path of an existing JSON file"):
         O.device_map(str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("{not json", "not valid JSON"), ("[0, 1]", "non-empty JSON object"), ("{}", "non-empty JSON object"),
+    ('{"lm_head": "disk"}', "cannot be finetuned"), ('{"lm_head": -1}', "each device must be"),
+])  # fmt: skip
+def test_a_device_map_file_is_read_at_start_with_the_loaders_rule(tmp_path, text, why):
+    """The loader would refuse it after the options were accepted; the option refuses it first (exit 4)."""
+    from pytest_icl.models.placement import PlacementError, read_device_map
+
+    mapping = tmp_path / "map.json"
+    mapping.write_text(text)
+    with pytest.raises(ValueError) as error:
+        O.device_map(str(mapping))
+    message = str(error.value)
+    assert message.startswith("auto, balanced, or a JSON file holding one object") and f"{mapping}: " in message and why in message
+    with pytest.raises(PlacementError, match=why):
+        read_device_map(mapping)
 
 
 @pytest.mark.parametrize(
@@ -128,10 +149,20 @@ def test_controls_are_the_catalogues():
             O.controls(bad)
 
 
+def _data(folder: Path, **files: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name.replace("_", ".")).write_text(text)
+    return folder
+
+
+ROWS = '{"word": "hot", "label": 0}\n{"word": "big", "label": 1}\n'
+
+
 def test_data_entry(tmp_path):
-    (tmp_path / "train.jsonl").write_text("")
-    assert O.data_entry(f" antonyms ={tmp_path}") == ("antonyms", str(tmp_path))
-    files = f"{tmp_path / 'train.jsonl'},{tmp_path / 'train.jsonl'}"
+    folder = _data(tmp_path / "d", train_jsonl=ROWS, test_jsonl=ROWS)
+    assert O.data_entry(f" antonyms ={folder}") == ("antonyms", str(folder))
+    files = f"{folder / 'train.jsonl'},{folder / 'test.jsonl'}"
     assert O.data_entry(f"antonyms={files}") == ("antonyms", files)
     for bad in ("antonyms", "=dir", "antonyms="):
         with pytest.raises(ValueError, match="^TASK=DIR or TASK=TRAIN_FILE,EVAL_FILE$"):
@@ -140,13 +171,32 @@ def test_data_entry(tmp_path):
         O.data_entry("antonyms=nowhere.jsonl")
 
 
+@pytest.mark.parametrize(("files", "why"), [
+    ({"test_jsonl": ROWS}, "needs a train.* file and a test.* file"),
+    ({"train_jsonl": ROWS}, "needs a train.* file and a test.* file"),
+    ({"train_jsonl": ROWS, "test_jsonl": ""}, "test.jsonl has no rows"),
+    ({"train_jsonl": ROWS, "test_jsonl": '{"word": "hot", "label": 0}\n'}, "test.jsonl has 1 row; the scored split needs at least 2"),
+    ({"train_jsonl": '{"word": "hot"}\n{"word": \n', "test_jsonl": ROWS}, "train.jsonl line 2: not valid JSON: Expecting value at column 9"),
+    ({"train_csv": "word,label\nhot,0\nbig,1,2\n", "test_csv": "word,label\nhot,0\nbig,1\n"}, "train.csv line 3: 3 fields, but the header"),
+])  # fmt: skip
+def test_an_icl_data_folder_is_read_at_start(tmp_path, files, why):
+    """A folder without train.* or test.*, or a file datasets would choke on: an OptionError (exit 4) naming the file and line."""
+    folder = _data(tmp_path / "d", **files)
+    with pytest.raises(OptionError) as error:
+        O.parse_options(_raw(icl_data=[f"antonyms={folder}"]))
+    message = str(error.value)
+    assert message.startswith(f"--icl-data: antonyms={folder}: ") and why in message, message
+    assert "\n" not in message
+
+
 def test_threshold():
     assert O.threshold("SimAOU=0.05") == ("simaou", 0.05)
     assert O.threshold("accuracy=-1") == ("accuracy", -1.0)
     with pytest.raises(ValueError, match="^NAME=VALUE with NAME one of accuracy, rec2ftp"):
         O.threshold("accurac=0.1")
-    with pytest.raises(ValueError, match=r"\('high' is not a number\)"):
-        O.threshold("simaou=high")
+    for bad in ("high", "nan", "inf", "-inf", ""):
+        with pytest.raises(ValueError, match=rf"^NAME=VALUE with a finite number as VALUE \('{bad}' is not a finite number\)$"):
+            O.threshold(f"simaou={bad}")
 
 
 def test_tolerance_names_the_catalogues_compared_metrics():
@@ -161,6 +211,7 @@ def test_tolerance_names_the_catalogues_compared_metrics():
         "acc_ft=x": "tolerance of acc_ft: 'x' is not a number",
         "acc_ft=-1": "tolerance of acc_ft must be ≥ 0 (inf turns the check off), got '-1'",
         "acc_ft=nan": "tolerance of acc_ft must be ≥ 0",
+        "acc_ft=-inf": "tolerance of acc_ft must be ≥ 0",
     }
     for text, why in cases.items():
         with pytest.raises(ValueError) as error:
@@ -205,7 +256,7 @@ def test_nothing_given_is_the_defaults():
 
 
 def test_every_value_is_parsed_into_its_type(tmp_path):
-    (tmp_path / "d").mkdir()
+    _data(tmp_path / "d", train_jsonl=ROWS, test_jsonl=ROWS)
     options = O.parse_options(_raw(
         icl_model=["a/b", "c/d"], icl_task=["antonyms"], icl_shots="4", icl_seed="7", icl_lr="3e-3", icl_position="prompt",
         icl_limit="8", icl_device="CPU", icl_dtype="bf16", icl_batch_size="2", icl_gpus_per_worker="0", icl_dist="pair",

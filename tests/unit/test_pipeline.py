@@ -188,16 +188,20 @@ def test_errors_are_icl_errors_that_say_what_to_do(lm, tmp_path, monkeypatch):
 
 
 def test_settings_are_the_options_of_the_same_names(tmp_path):
+    data = tmp_path / "data"  # a local data folder is checked at start: it needs a train and an eval file
+    data.mkdir()
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text('{"x": "a", "y": 0}\n{"x": "b", "y": 1}\n')
     options = parse_options(
         lambda dest: {"icl_shots": ("4", "--icl-shots"), "icl_lr": ("auto", "--icl-lr"), "icl_controls": (["seeds"], "--icl-controls"),
-                      "icl_data": ([f"a={tmp_path}"], "--icl-data"), "icl_report": (str(tmp_path), "--icl-report")}.get(dest)
+                      "icl_data": ([f"a={data}"], "--icl-data"), "icl_report": (str(tmp_path), "--icl-report")}.get(dest)
     )  # fmt: skip
     settings = PipelineSettings.from_options(options)
     assert {f.name for f in fields(PipelineSettings)} <= {f.name for f in fields(IclOptions)}
     assert (settings.shots, settings.lr, settings.controls, settings.report) == (4, "auto", ("seeds",), tmp_path.resolve())
     assert PipelineSettings.from_options(IclOptions()) == PipelineSettings()
     # Each task gets only its own --icl-data entry, so the memo key of one task ignores another's files.
-    assert settings.task_overrides("a")["data"] == str(tmp_path) and settings.task_overrides("b")["data"] is None
+    assert settings.task_overrides("a")["data"] == str(data) and settings.task_overrides("b")["data"] is None
     assert settings.analysis_key("a") != settings.analysis_key("b")
     assert settings.analysis_key("b") == PipelineSettings(shots=4, lr="auto").analysis_key("b")
 
