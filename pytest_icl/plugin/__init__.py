@@ -20,12 +20,20 @@ from pytest_icl import catalogue
 from pytest_icl.errors import IclError, OptionError, TaskUnavailable
 from pytest_icl.options import BY_DEST, OPTIONS, check_device, check_report_folder, parse_options
 from pytest_icl.pipeline import task_source
-from pytest_icl.plugin.collection import SESSION, NamedTasks, TaskFile, fail, skip
-from pytest_icl.plugin.scheduling import pin_worker
+from pytest_icl.plugin.collection import SESSION, NamedTasks, TaskFile, check_data_names, fail, skip
+from pytest_icl.plugin.scheduling import USER_DIST, pin_worker, user_dist
 from pytest_icl.plugin.session import IclCase, IclSession
 from pytest_icl.report.results import ResultStore
 from pytest_icl.sharding import fingerprint, resolve_shard, select
 from pytest_icl.tasks.files import TaskSource, find_task, is_task_file
+
+# A value option's ini type. pytest 9's native TOML ([tool.pytest]) keeps TOML's types and checks
+# them against the registered type: "string" would refuse ``icl_shots = 8``. pytest 9.2 takes a
+# union, and an INI file or ``-o`` still gives the string (the first member). Either way the value
+# reaches parse_options, which parses str(value): 8 -> "8", 0.01 -> "0.01", false -> "False".
+# A flag's ini key takes a TOML boolean or "on"/"off" the same way.
+_SCALAR = (str | int | float | bool) if pytest.version_tuple >= (9, 2) else "string"
+_FLAG = (bool | str) if pytest.version_tuple >= (9, 2) else "bool"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,10 +44,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(option.dest, option.help, type="linelist", default=[])
         elif option.kind == "flag":
             group.addoption(option.flag, action="store_true", dest=option.dest, default=None, help=option.help)
-            parser.addini(option.dest, option.help, type="bool", default=False)
+            parser.addini(option.dest, option.help, type=_FLAG, default=False)
         else:
             group.addoption(option.flag, dest=option.dest, default=None, metavar=option.metavar, help=option.help)
-            parser.addini(option.dest, option.help, default="")
+            parser.addini(option.dest, option.help, type=_SCALAR, default=None)
         if option.old_ini:
             parser.addini(option.old_ini, f"deprecated: use {option.dest}", type="linelist", default=[])
     parser.addini("icl_tasks", "folders whose task YAML files become ICL test items", type="paths", default=[])
@@ -54,14 +62,21 @@ def _raw_value(config: pytest.Config):
         if value not in (None, []):
             return value, option.flag
         value = config.getini(dest)
-        if value in ("", [], False) and option.old_ini and config.getini(option.old_ini):
+        if _unset(value, option.kind) and option.old_ini and config.getini(option.old_ini):
             value = config.getini(option.old_ini)
             warnings.warn(pytest.PytestConfigWarning(f"ini key {option.old_ini} is deprecated: rename it {dest}"), stacklevel=1)
-        if value in ("", [], False):
+        if _unset(value, option.kind):
             return None
         return value, f"{dest} (ini)"
 
     return raw
+
+
+def _unset(value, kind: str) -> bool:
+    """An ini value that was not given; a value option's TOML ``0`` or ``false`` was (0 == False in Python)."""
+    if kind == "value":
+        return value is None or value == ""  # 0 == "" is False: a TOML 0 is a value (and a bad one)
+    return value in ("", [], False)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -83,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_icl.plugin.summary import Summary
 
         results = ResultStore(session.options.report, model_order=session.options.models, store=session.store)
-        config.pluginmanager.register(Summary(session, results), "icl-summary")
+        config.pluginmanager.register(Summary(session, results, roots=_task_roots(config)[0]), "icl-summary")
 
 
 def _progress_stream(config: pytest.Config) -> None:
@@ -122,6 +137,13 @@ def _start(config: pytest.Config, is_worker: bool) -> IclSession:
         baseline = read_baseline(options.baseline, missing_ok=options.baseline_update)
         session.baseline = None if options.baseline_update else baseline
     session.shard = resolve_shard(options.shard, os.environ)
+    if options.tasks and not is_worker:  # before the collection, which xdist's workers do: a name no task has
+        from pytest_icl.plugin.summary import refuse_unknown_tasks
+
+        named = [config.invocation_params.dir / arg.split("::")[0] for arg in config.args]
+        refuse_unknown_tasks(options.tasks, _task_roots(config)[0], named=named)
+    if not is_worker and (given := user_dist(config, _raw_value(config)("icl_dist"))):
+        config.stash[USER_DIST] = given  # xdist's own scheduler then runs, and the header says so
     if options.report is not None:  # last: a run refused above leaves the folder as it was
         session.store = open_store(options.report, session.settings, options.dtype)
     return session
@@ -140,25 +162,6 @@ def open_store(folder: Path, settings, dtype: str, **run):
 # Settings a folder's pairs share (the manifest refuses a run with others). The key has the rest;
 # data paths, the device and the batch size change no result beyond float rounding.
 STORE_SETTINGS = ("shots", "seed", "lr", "position", "limit", "thresholds", "accuracy_gate", "controls", "seeds", "shuffled")
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Say when a task named with --icl-task is a task file that shadows an lm-eval built-in of that name."""
-    names = config.stash[SESSION].options.tasks if SESSION in config.stash else ()
-    if not names:
-        return []
-    from pytest_icl.tasks.loading import builtin_task_exists
-
-    roots, _ = _task_roots(config)
-    lines = []
-    for name in names:
-        try:
-            found = find_task(name, roots)
-        except IclError:
-            continue  # reported when the items are collected
-        if found is not None and builtin_task_exists(name):
-            lines.append(f"icl: --icl-task {name} is the task file {found.path}; lm-eval's built-in task {name!r} is not used")
-    return lines
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -246,21 +249,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     wanted = icl.options.tasks
     if wanted:
         found = {i.icl_case.task.name for i in items if hasattr(i, "icl_case")}
-        items[:] = [i for i in items if not hasattr(i, "icl_case") or i.icl_case.task.name in wanted]
-        missing = [name for name in wanted if name not in found]
+        missing, sources = [name for name in wanted if name not in found], {}
         if missing:
             roots, _ = _task_roots(config)
             try:
                 # A task file in the task folders wins over an lm-eval built-in of the same name.
-                found = {name: find_task(name, roots) for name in missing}
+                sources = {name: find_task(name, roots) for name in missing}
             except IclError as error:
                 raise pytest.UsageError(f"--icl-task: {error}") from None
-            for source in found.values():
-                if source is not None:  # collected as if named on the command line: its own ids, expected failures
-                    items.extend(TaskFile.from_parent(session, path=source.path).collect())
-            builtins = tuple(TaskSource.builtin(name) for name, source in found.items() if source is None)
-            if builtins:
-                items.extend(NamedTasks.from_parent(session, name="lm-eval-tasks", sources=builtins).collect())
+        kept, dropped = [], []
+        for item in items:
+            (dropped if hasattr(item, "icl_case") and item.icl_case.task.name not in wanted else kept).append(item)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)  # pytest's summary counts them: "N deselected"
+        items[:] = kept
+        for source in sources.values():
+            if source is not None:  # collected as if named on the command line: its own ids, expected failures
+                items.extend(TaskFile.from_parent(session, path=source.path).collect())
+        builtins = tuple(TaskSource.builtin(name) for name, source in sources.items() if source is None)
+        if builtins:
+            items.extend(NamedTasks.from_parent(session, name="lm-eval-tasks", sources=builtins).collect())
+    check_data_names(session, items)  # every task of the run is known now, before -k or a shard deselects any
     _select_shard(config, items)
     order = {spec.id: index for index, spec in enumerate(icl.model_specs())}
     items.sort(key=lambda item: order.get(_model_id(item), -1))
@@ -297,7 +306,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         case = getattr(item, "icl_case", None)
         if case is not None:
-            item.icl_payload["property"] = {"pair": case.pair, "name": case.property_name, "items": per_pair[case.pair]}
+            prop = {"pair": case.pair, "task": case.task.name, "name": case.property_name, "items": per_pair[case.pair]}
+            item.icl_payload["property"] = prop
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
@@ -324,8 +334,12 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     return report
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: a run without xdist installed never calls it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Each model's items on one worker (``--icl-dist model``), or model × task groups spread (``pair``)."""
+    """Each model's items on one worker (``--icl-dist model``), or model × task groups spread (``pair``);
+    None (xdist's own scheduler) where the user gave ``--dist``."""
+    if USER_DIST in config.stash:
+        return None
     from pytest_icl.plugin.scheduling import make_scheduler
 
     icl = config.stash[SESSION]
@@ -387,7 +401,8 @@ def icl_analysis(request: pytest.FixtureRequest, icl_session: IclSession, icl_mo
     source = _task_of(request)
     generated = getattr(request.node, "icl_case", None) is not None  # only these resume from a stored pair
     try:
-        result = icl_session.result(IclCase(icl_model_spec, source), resume=generated)
+        case = getattr(request.node, "icl_case", None)  # a generated item's property names it in a pointer to a shown error
+        result = icl_session.result(IclCase(icl_model_spec, source, case.property_name if case else None), resume=generated)
     except IclError as error:
         # Hub data that cannot be had here skips a task found in the folders; a task the user named fails.
         named = getattr(request.node, "icl_case", None) is None or source.name in icl_session.options.tasks

@@ -20,6 +20,12 @@ that keeps each scope on one worker:
   over several workers (for more GPUs than models; each worker loads the model it is given,
   at most once, since items arrive ordered by model).
 
+**A user's ``--dist``.** ``-n 4 --dist loadfile`` is the user's choice, and is kept: :func:`user_dist`
+finds it (xdist turns its default ``no`` into ``load`` under ``-n``, so the mode given is read from
+the command line as parsed before that), the plugin's hook then returns None so that xdist's own
+scheduler runs, and the report header says that the grouping by model is off. ``--dist`` together
+with ``--icl-dist`` is a usage error naming both.
+
 No torch here: this module is imported at collection, and must run before CUDA exists.
 
 Example::
@@ -31,13 +37,18 @@ Example::
 from __future__ import annotations
 
 import ctypes
+import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from pytest_icl.errors import SchedulingError  # noqa: F401 - defined in errors, used or re-exported here
+import pytest
+
+from pytest_icl.errors import SchedulingError
 
 DIST_MODES = ("model", "pair")
+USER_DIST = pytest.StashKey[str]()  # the --dist mode a user gave with -n: xdist's own scheduler runs, not ours
 GENERATED_TEST = "test_icl"  # plugin._items_for names every generated item test_icl[<model>-<task>-<property>]
 
 
@@ -210,6 +221,54 @@ def scope_of(nodeid: str, model_ids: Sequence[str], mode: str) -> str | None:
     if function == GENERATED_TEST and "-" in rest:
         return f"{model_id}::{path}::{rest.rpartition('-')[0]}"  # the task: what lies between model and property
     return f"{model_id}::{path}"  # a test file's tests on one model usually share its task
+
+
+def given_dist(namespace: Any, args: Sequence[str]) -> str | None:
+    """The ``--dist`` mode the user gave (``--dist X``, ``--dist=X``, ``-d``), or None where xdist picked it.
+
+    ``namespace`` is the command line as parsed before xdist's own ``pytest_cmdline_main`` turns its
+    default ``no`` into ``load`` under ``-n`` (pytest's ``config.known_args_namespace``): any mode but
+    ``no`` there was given. ``no`` is also the default, so whether ``--dist no`` was written is read
+    from ``args`` (the command line, ``PYTEST_ADDOPTS`` and the ini's ``addopts``; argparse takes the last).
+    """
+    if getattr(namespace, "distload", False):
+        return "load"
+    mode = getattr(namespace, "dist", None)
+    if mode not in (None, "no"):
+        return mode
+    for index in range(len(args) - 1, -1, -1):
+        arg = str(args[index])
+        if arg.startswith("--dist="):
+            return arg.partition("=")[2]
+        if arg == "--dist" and index + 1 < len(args):
+            return str(args[index + 1])
+    return None
+
+
+def user_dist(config: Any, icl_dist: tuple[Any, str] | None) -> str | None:
+    """The ``--dist`` mode a user gave with ``-n`` (honoured: xdist's scheduler runs), or None.
+
+    ``icl_dist``: ``--icl-dist`` (or ``icl_dist`` in the ini file) and where it came from, when given;
+    both at once are a usage error naming the two.
+    """
+    if config.getoption("dist", "no") == "no" or not config.getoption("tx", None):
+        return None  # xdist is not distributing (or not installed)
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *config.getini("addopts"), *config.invocation_params.args]
+    given = given_dist(config.known_args_namespace, args)
+    if given is not None and icl_dist is not None:
+        raise SchedulingError(
+            f"--dist {given} and {icl_dist[1]} were both given: --dist picks one of pytest-xdist's own schedulers, "
+            f"{icl_dist[1]} pytest-icl's (each model's items on one worker, or each model x task pair); give one of them."
+        )
+    return given
+
+
+def dist_header(given: str) -> str:
+    """The report header's line when a user's ``--dist`` is honoured instead of pytest-icl's scheduler."""
+    return (
+        f"icl: --dist {given} was given, so pytest-xdist schedules the items and pytest-icl's grouping by model (--icl-dist) "
+        "is off: each worker loads every model it gets items of; drop --dist to group them"
+    )
 
 
 def make_scheduler(config: Any, log: Any, model_ids: Sequence[str], mode: str):

@@ -6,11 +6,16 @@ test file like this one: mark a test with the task and ask for the ``icl_analysi
 
 Run it with the model(s) you want to test::
 
-    pytest tests/examples --icl-model gpt2                      # an alias, hub id or local folder
-    pytest tests/examples --icl-model gpt2 --icl-model=./my-model   # each test runs once per model
+    pytest tests/examples --icl-model smollm2-135m              # the embedded model: 4 passed, 3 skipped
+    pytest tests/examples --icl-model gpt2 --icl-model=./my-model   # an alias, hub id or local folder; each test runs once per model
 
-Without ``--icl-model`` these tests are skipped (see ``conftest.py`` here), so that ``pytest tests``
-never loads a real model by accident. pytest-icl's own suite runs this file on a tiny random model
+Without ``--icl-model`` these tests are skipped, saying how to run them (``conftest.py`` here), so
+that ``pytest tests`` never loads a real model by accident.
+
+The task (``tasks/mytask``) is a made-up rule that the demonstrations teach: zero-shot SmolLM2-135M
+gets none right, with 4 demonstrations in the prompt most. FT, one SGD step per demonstration, learns
+nothing there, so the similarity claims are inconclusive (skipped with the reason): there is no
+learning on the FT side to compare with. pytest-icl's own suite runs this file on a tiny random model
 (``tests/integration/test_task_as_test_file.py``), whose accuracy is at chance: that is why the
 property tests below may fail there, while the other tests must pass on any model.
 
@@ -47,18 +52,19 @@ def test_the_task_is_the_one_we_meant(icl_analysis):
     assert icl_analysis.counts["eval"] == len(task.eval_examples)
     # ICL sees the k demonstrations before each query; zero-shot sees the query alone.
     example = task.eval_examples[0]
-    assert task.prompt(example).startswith("Review: ")
+    assert example.text.endswith(" ->")
     assert task.prompt(example).endswith(example.text)
-    assert task.prompt(example).count("Sentiment:") == 4 + 1
+    assert task.prompt(example).count(" ->") == 4 + 1
 
 
 @mytask
 def test_accuracies_are_fractions_of_the_eval_set(icl_analysis):
-    n = icl_analysis.counts["eval"]
+    n, draws = icl_analysis.counts["eval"], icl_analysis.counts.get("draws", 1)
+    assert icl_analysis.values["acc_zsl"] * n == pytest.approx(round(icl_analysis.values["acc_zsl"] * n))  # ZSL runs once
     for setting in ("zsl", "icl", "ft"):
-        accuracy = icl_analysis.values[f"acc_{setting}"]
+        accuracy = icl_analysis.values[f"acc_{setting}"]  # ICL and FT: the mean over the demonstration draws
         assert 0.0 <= accuracy <= 1.0
-        assert (accuracy * n) == pytest.approx(round(accuracy * n))  # a whole number of examples right
+        assert accuracy * n * draws == pytest.approx(round(accuracy * n * draws))  # whole examples right in each draw
 
 
 @mytask
@@ -96,8 +102,8 @@ inline_task = pytest.mark.icl_task(
         "training_split": "train",
         "fewshot_split": "train",
         "test_split": "test",
-        "doc_to_text": "{{review}}\nQuestion: is this review positive or negative?\nAnswer:",
-        "doc_to_choice": ["negative", "positive"],
+        "doc_to_text": "Which comes first in '{{syllables}}'?\nAnswer:",
+        "doc_to_choice": "choices",
         "doc_to_target": "label",
         "metadata": {"icl": {"shots": 2}},
     }

@@ -38,6 +38,25 @@ def junit_run(tmp_path_factory, tiny_gpt2) -> tuple[pytest.RunResult, Path]:
     return result, xml
 
 
+VERDICT_KEYS = {"icl.outcome", "icl.estimate", "icl.ci_low", "icl.ci_high", "icl.margin", "icl.draws"}
+
+
+def test_junit_keeps_each_item_s_verdict_under_the_default_family(junit_run):
+    """pytest's default junit_family is xunit2. pytest 9.2 writes an item's user_properties as the
+    testcase's <properties> under every family (what Jenkins and GitLab read); only the
+    record_property fixture, which the plugin does not use, warns that xunit2 does not allow them."""
+    result, xml = junit_run
+    cases = list(ET.parse(xml).getroot().iter("testcase"))
+    assert len(cases) == 5 and all(case.get("file") is None for case in cases)  # xunit2: no xunit1 attributes
+    for case in cases:
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert VERDICT_KEYS <= set(properties), case.get("name")
+        assert properties["icl.outcome"] in ("passed", "failed", "undecided", "inconclusive")
+        for key in VERDICT_KEYS - {"icl.outcome"}:
+            float(properties[key])
+    assert "incompatible with junit_family" not in result.stdout.str()
+
+
 def test_junit_gets_headline_scalars_once_per_pair(junit_run):
     _, xml = junit_run
     cases = ET.parse(xml).getroot().iter("testcase")
@@ -114,3 +133,116 @@ def test_named_task_file_wins_over_the_lm_eval_builtin_of_the_same_name(project)
     result.stdout.fnmatch_lines(
         ["icl: --icl-task sst2 is the task file *suites/sst2/sst2.yaml; lm-eval's built-in task 'sst2' is not used"]
     )
+
+
+# ---- pytest 9's native TOML configuration: typed values
+
+
+def _table(result: pytest.RunResult) -> list[str]:
+    """The results table's row and the verdict lines: what a run computed, without its timings."""
+    return [line for line in result.outlines if line.startswith("tiny-gpt2  ")]
+
+
+def test_typed_toml_values_give_the_run_the_flags_give(project):
+    """``[tool.pytest]`` keeps TOML's types (``icl_shots = 2``, ``icl_lr = 0.01``, ``icl_shuffled = false``);
+    a string ini key would refuse them. A list option takes a TOML list."""
+    project.task()
+    common = ("-k", "accuracy", "--icl-limit", "4")
+    flags = project.run(*common, "--icl-shots", "2", "--icl-lr", "0.01", "--icl-threshold", "accuracy=-1", limit=None)
+    (project.path / "tox.ini").unlink()  # the TEST_INI pytester.makeini wrote
+    (project.path / "pyproject.toml").write_text(
+        f"[tool.pytest]\nicl_model = [{str(project.model)!r}]\nicl_shots = 2\nicl_lr = 0.01\nicl_seeds = 1\n"
+        "icl_shuffled = false\nicl_accuracy_gate = false\nicl_threshold = ['accuracy=-1']\n"
+    )
+
+    toml = project.run(*common, model=None, limit=None)
+
+    assert flags.ret == toml.ret == pytest.ExitCode.OK, toml.stdout.str()[-2000:]
+    assert _table(toml) == _table(flags) != []  # the row and the verdicts, number for number
+    toml.stdout.fnmatch_lines(["*configfile: pyproject.toml*", "icl: antonyms: k = 2 (--icl-shots)*"])
+
+
+def test_the_ini_table_of_pyproject_still_takes_strings(project):
+    project.task()
+    (project.path / "tox.ini").unlink()  # the TEST_INI pytester.makeini wrote
+    (project.path / "pyproject.toml").write_text('[tool.pytest.ini_options]\nicl_shots = "2"\nicl_seeds = "1"\n')
+
+    result = project.run("--collect-only")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
+    result.stdout.fnmatch_lines(["icl: antonyms: k = 2 (--icl-shots)*"])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("icl_shots = 0", "icl_shots (ini): '0' is not allowed; give a whole number ≥ 1"),  # 0 == False: not 'not given'
+        ("icl_shuffled = 'maybe'", "icl_shuffled (ini): 'maybe' is not allowed; give on or off"),
+        ("icl_rerun = 'perhaps'", "icl_rerun (ini): 'perhaps' is not allowed; give on or off"),  # a flag: true, false, 'on', 'off'
+    ],
+)
+def test_a_bad_toml_value_is_a_usage_error(project, line, message):
+    project.task()
+    (project.path / "tox.ini").unlink()  # the TEST_INI pytester.makeini wrote
+    (project.path / "pyproject.toml").write_text(f"[tool.pytest]\n{line}\n")
+
+    result = project.run("--collect-only")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+# ---- --icl-task: what it leaves out, and names it does not know
+
+
+def test_items_of_other_tasks_are_reported_as_deselected(project):
+    project.task("antonyms")
+    project.task("opposites")
+
+    result = project.run("--collect-only", "-q", "--icl-task", "antonyms")
+
+    assert result.ret == pytest.ExitCode.OK
+    assert result.parseoutcomes()["deselected"] == 5  # opposites' five property items
+    result.stdout.fnmatch_lines(["5/10 tests collected (5 deselected)*"])
+
+
+def test_an_unknown_task_name_is_a_usage_error_naming_close_ones(project):
+    project.task("antonyms")
+
+    result = project.run("--icl-task", "antonym")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --icl-task: no task named 'antonym' (did you mean antonyms*?): no task file*"])
+    assert "model loaded" not in result.stderr.str()  # refused at collection, before any model loads
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_task_name_two_files_define_is_refused_at_start_under_xdist_too(project):
+    """Checked on the controller before the workers collect: exit 4 with the message, not an INTERNALERROR."""
+    project.task("antonyms")
+    project.task("antonyms", folder="tasks/copy")
+
+    result = project.run("-n", "2", "--icl-task", "antonyms")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --icl-task: task 'antonyms' is defined by 2 files: *; rename all but one."])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+# ---- the header: each task's notes, once
+
+
+def test_the_header_says_when_k_is_overridden_once_per_task(project):
+    project.task("antonyms")
+    project.task("opposites")
+
+    result = project.run("--collect-only", "--icl-shots", "2", "--icl-model=smollm2-135m")  # two models, never loaded here
+
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*20 tests collected*"])
+
+    notes = [line for line in result.outlines if line.startswith("icl: ")]
+    assert notes == [
+        f"icl: {task}: k = 2 (--icl-shots); the YAML sets no num_fewshot, so lm-eval runs it zero-shot (give --num_fewshot 2 to compare)"
+        for task in ("antonyms", "opposites")
+    ]

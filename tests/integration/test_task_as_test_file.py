@@ -132,11 +132,16 @@ def example(project):
 
 
 def test_example_is_skipped_unless_a_model_is_named(example):
-    """So that ``pytest tests`` in this repository never runs it on the default SmolLM2 by accident."""
-    result = example.run("-rs", "examples", model=None)
+    """So that ``pytest tests`` in this repository never runs it on the default SmolLM2 by accident;
+    the summary says how to run it, without -rs."""
+    result = example.run("examples", model=None)
 
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=7)
-    result.stdout.fnmatch_lines(
-        ["SKIPPED [[]*] examples/test_mytask.py:*: example: pass --icl-model MODEL to run it (e.g. --icl-model gpt2)"]
+    result.stdout.fnmatch_lines(["7 example test(s) skipped, no model named; run them with: pytest examples --icl-model smollm2-135m"])
+
+    listed = example.run("-rs", "examples", model=None)
+
+    listed.stdout.fnmatch_lines(
+        ["SKIPPED [[]*] examples/test_mytask.py:*: example: needs a model named; run: pytest examples --icl-model smollm2-135m"]
     )

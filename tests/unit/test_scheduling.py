@@ -7,6 +7,7 @@ import pytest
 
 from pytest_icl.plugin.scheduling import (
     SchedulingError,
+    given_dist,
     make_scheduler,
     parse_dist_mode,
     pin_worker,
@@ -160,3 +161,20 @@ def test_make_scheduler_groups_through_xdist():
     assert scheduler._split_scope("tests/test_plain.py::test_x") == "tests/test_plain.py"
     with pytest.raises(SchedulingError):
         make_scheduler(Config(), None, MODELS, "task")
+
+
+@pytest.mark.parametrize(
+    ("parsed", "distload", "args", "expected"),
+    [
+        ("no", False, ["-n", "2"], None),  # xdist's default: -n alone gives "load", which the user did not ask for
+        ("load", False, ["-n", "2", "--dist", "load"], "load"),
+        ("loadfile", False, ["-n", "2", "--dist=loadfile"], "loadfile"),
+        ("no", True, ["-n", "2", "-d"], "load"),  # -d is --dist=load
+        ("no", False, ["-n", "2", "--dist", "no"], "no"),  # the default, but written: only the arguments tell
+        ("no", False, ["--dist=load", "-n", "2", "--dist=no"], "no"),  # argparse keeps the last
+        ("no", False, ["-n", "2", "tests/--dist"], None),
+    ],
+)
+def test_a_dist_mode_counts_as_given_only_when_the_user_wrote_it(parsed, distload, args, expected):
+    namespace = types.SimpleNamespace(dist=parsed, distload=distload)
+    assert given_dist(namespace, args) == expected
