@@ -143,22 +143,27 @@ def decide_property(
 
     comparisons = [compare(p.control)]
     notes = []
+    unmeasurable = None  # a comparison the claim needs that cannot be made here
     if p.beats_shuffled:
         if p.metric + SHUFFLED in evidence:
             shuffled = compare(p.metric + SHUFFLED)
             if math.isnan(shuffled.decision.estimate):
-                notes.append(f"the shuffled-label control of {p.metric} is undefined here (labels of different token lengths)")
+                unmeasurable = (f"the shuffled-label control of {p.metric} is undefined here (a shuffled label tokenises "
+                                "to another length, so FT's training tokens are not ICL's demonstration tokens)")  # fmt: skip
             comparisons.append(shuffled)
         else:
             notes.append("decided without the shuffled-label control (switched off)")
     if closed and gates_on:
         reason = "Inconclusive: " + "; ".join(str(g.reason) for g in closed)
-        return Verdict(p, INCONCLUSIVE, margin, tuple(comparisons), _join(reason, notes), draws, support)
-    outcomes = [c.decision.outcome for c in comparisons]
-    if all(o == PASSED for o in outcomes):
-        outcome = PASSED
-    elif any(o == FAILED for o in outcomes):
+        return Verdict(p, INCONCLUSIVE, margin, tuple(comparisons), _join(reason, [*notes, *([unmeasurable] if unmeasurable else [])]),
+                       draws, support)  # fmt: skip
+    outcomes = [c.decision.outcome for c in comparisons if not math.isnan(c.decision.estimate)]
+    if FAILED in outcomes:
         outcome = FAILED
+    elif unmeasurable:  # beating a control that cannot be computed is neither shown nor refuted: no more draws will tell
+        return Verdict(p, INCONCLUSIVE, margin, tuple(comparisons), _join("Inconclusive: " + unmeasurable, notes), draws, support)
+    elif outcomes and all(o == PASSED for o in outcomes):
+        outcome = PASSED
     else:
         outcome = UNDECIDED
     if outcome == UNDECIDED:

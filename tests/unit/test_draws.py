@@ -79,3 +79,34 @@ def test_draws_must_share_their_eval_set(llama_draws):
     other = dataclasses.replace(llama_draws[1], gold=torch.flip(llama_draws[1].gold, [0]))
     with pytest.raises(ValueError, match="same eval examples"):
         analyse_draws([llama_draws[0], other])
+
+
+def _kendall_evidence(real: float, shuffled: float | None):
+    """An analysis whose Kendall is ``real`` (random control 0) in 3 draws × 40 examples, and Kendall
+    with shuffled-label FT ``shuffled`` (None: undefined, NaN)."""
+    from pytest_icl.analysis.aggregate import Analysis
+
+    g = torch.Generator().manual_seed(3)
+    noise = [0.01 * torch.randn(40, 2, generator=g, dtype=torch.float64) for _ in range(3)]
+    zero = [torch.zeros(40, 2, dtype=torch.float64)] * 3
+    other = math.nan if shuffled is None else shuffled
+    evidence = {"kendall": [real + n for n in noise], "kendall_random": zero, "kendall_shuffled": [z + other for z in zero]}
+    return Analysis(values={}, intervals={}, layers={}, counts={"draws": 3}, evidence=evidence)
+
+
+@pytest.mark.parametrize(
+    ("real", "shuffled", "expected"),
+    [
+        (0.1, 0.0, "passed"),  # beats both controls
+        (0.1, None, INCONCLUSIVE),  # beats its random control; the shuffled one cannot be computed
+        (-0.1, None, "failed"),  # below its random control: failed whatever the other says
+        (0.1, 0.2, "failed"),  # shuffled-label FT resembles ICL more
+    ],
+)
+def test_an_undefined_shuffled_control_makes_a_similarity_inconclusive_not_undecided(real, shuffled, expected):
+    from pytest_icl.analysis.verdicts import decide_property
+
+    verdict = decide_property("kendall", _kendall_evidence(real, shuffled), margin=0.0, n_boot=300)
+    assert verdict.outcome == expected
+    if expected == INCONCLUSIVE:
+        assert "shuffled-label control of kendall is undefined" in verdict.reason and "more draws" not in verdict.reason
