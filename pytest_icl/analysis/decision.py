@@ -327,6 +327,16 @@ def bootstrap_difference(
 # the verdict
 
 
+def combine_outcomes(outcomes: Sequence[str]) -> str:
+    """Several decided comparisons that a claim needs together: passed when every one passed,
+    failed when one failed, undecided otherwise. ``outcomes`` must not be empty."""
+    if not outcomes:
+        raise ValueError("combine_outcomes: no outcome to combine")
+    if FAILED in outcomes:
+        return FAILED
+    return PASSED if all(o == PASSED for o in outcomes) else UNDECIDED
+
+
 def outcome_of(low: float, high: float, margin: float) -> str:
     """passed when low > margin, failed when high < margin, undecided otherwise (NaN included)."""
     if math.isnan(low) or math.isnan(high):

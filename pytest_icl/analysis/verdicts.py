@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 
 from pytest_icl import catalogue
-from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED, Decision, decide
+from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED, Decision, combine_outcomes, decide
 from pytest_icl.analysis.draws import SHUFFLED
 
 INCONCLUSIVE = "inconclusive"
@@ -158,14 +158,9 @@ def decide_property(
         return Verdict(p, INCONCLUSIVE, margin, tuple(comparisons), _join(reason, [*notes, *([unmeasurable] if unmeasurable else [])]),
                        draws, support)  # fmt: skip
     outcomes = [c.decision.outcome for c in comparisons if not math.isnan(c.decision.estimate)]
-    if FAILED in outcomes:
-        outcome = FAILED
-    elif unmeasurable:  # beating a control that cannot be computed is neither shown nor refuted: no more draws will tell
+    outcome = combine_outcomes(outcomes) if outcomes else UNDECIDED
+    if unmeasurable and outcome != FAILED:  # a control that cannot be computed is neither beaten nor refuted: no draw will tell
         return Verdict(p, INCONCLUSIVE, margin, tuple(comparisons), _join("Inconclusive: " + unmeasurable, notes), draws, support)
-    elif outcomes and all(o == PASSED for o in outcomes):
-        outcome = PASSED
-    else:
-        outcome = UNDECIDED
     if outcome == UNDECIDED:
         notes.insert(0, "the 95% interval contains the margin: more draws (--icl-seeds) or eval examples may decide it")
     return Verdict(p, outcome, margin, tuple(comparisons), _join("", notes), draws, support)

@@ -38,7 +38,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from pytest_icl import catalogue
-from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED, Decision, decide
+from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED, Decision, combine_outcomes, decide
 from pytest_icl.catalogue import ControlCheck  # noqa: F401 - re-exported: the check rows' type
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class Control:
         if not decided:
             outcome, head = INCONCLUSIVE, "no check had both numbers" + (f" ({self.needs})" if self.needs else "")
         else:
-            outcome = PASSED if all(o == PASSED for o in decided) else FAILED if FAILED in decided else UNDECIDED
+            outcome = combine_outcomes(decided)
             head = {PASSED: "holds", FAILED: "does not hold", UNDECIDED: "undecided (an interval contains the margin)"}[outcome]
         return ControlVerdict(self.name, outcome, f"control {self.name} {head}: " + "; ".join(o.message for o in outcomes))
 

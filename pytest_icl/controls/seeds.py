@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pytest_icl import catalogue
-from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED
+from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED, combine_outcomes
 from pytest_icl.controls.base import INCONCLUSIVE, Control, ControlVerdict, PairRun, derived_hash
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Seeds(Control):
         elif not decided:
             outcome, head = INCONCLUSIVE, "is inconclusive (no gated property could be decided)"
         else:
-            outcome = PASSED if all(o == PASSED for o in decided) else FAILED if FAILED in decided else UNDECIDED
+            outcome = combine_outcomes(decided)
             head = {PASSED: "holds", FAILED: "does not hold", UNDECIDED: "is undecided"}[outcome]
         flips = summary["order_sensitivity"].get("prediction_flips", {})
         if flips:

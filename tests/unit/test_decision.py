@@ -284,3 +284,22 @@ def test_the_analysis_modules_import_neither_the_engine_nor_pytest():
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not [name for name in names if _forbidden(name)], names
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        (["passed"], "passed"),
+        (["passed", "passed"], "passed"),
+        (["passed", "undecided"], "undecided"),
+        (["undecided", "failed"], "failed"),
+        (["passed", "failed"], "failed"),
+    ],
+)
+def test_comparisons_a_claim_needs_together_combine_into_one_outcome(outcomes, expected):
+    assert decision.combine_outcomes(outcomes) == expected
+
+
+def test_combining_no_outcome_is_refused():
+    with pytest.raises(ValueError, match="no outcome"):
+        decision.combine_outcomes([])
