@@ -26,7 +26,7 @@ from pytest_icl.plugin.collection import NEITHER
 from pytest_icl.plugin.scheduling import USER_DIST, dist_header
 from pytest_icl.plugin.session import IclSession
 from pytest_icl.report.results import ResultStore
-from pytest_icl.tasks.files import TaskSource, find_task, read_task_header
+from pytest_icl.tasks.files import TaskSource, find_task, task_headers
 
 _ORIGIN = re.compile(r"^.*?\.ya?ml: ")  # a message's leading "<task file>: "
 
@@ -64,16 +64,12 @@ def refuse_unknown_tasks(names: tuple[str, ...], roots: list[Path], *, named: li
 
     Run on the controller at start: under xdist the workers collect, and a usage error raised there
     crashes them (INTERNALERROR) instead of ending the run with the message."""
-    local: dict[str, Path] = {}
-    for path in [file for root in roots for file in sorted(root.rglob("*.y*ml"))] + named:
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            try:
-                local.setdefault(read_task_header(path)["task"], path)
-            except IclError:
-                continue  # not a task file: collection says so where it matters
+    in_roots = list(task_headers(roots))  # one walk of the task folders serves every name
+    named_files = [path for path in named if path.suffix in (".yaml", ".yml") and path.is_file()]
+    local = {header["task"]: path for path, header in reversed([*in_roots, *task_headers(named_files)])}
     for name in names:
         try:
-            find_task(name, roots)  # two task files of one name: said here too, before xdist's workers collect
+            find_task(name, roots, headers=in_roots)  # two task files of one name: said here too, before xdist's workers collect
         except IclError as error:
             raise OptionError(f"--icl-task: {error}") from None
     missing = [name for name in names if name not in local]

@@ -33,6 +33,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from importlib import metadata as package_metadata
@@ -340,22 +341,27 @@ def _task_files(root: Path):
                 yield Path(folder) / name
 
 
-def find_task(name: str, roots: list[Path]) -> TaskSource | None:
-    """The task file under ``roots`` whose ``task:`` is ``name``, or None (then try lm-eval's built-ins).
-
-    A shipped or user task wins over an lm-eval built-in of the same name. Files that are not
-    clean task files are passed over; two files defining ``name`` are an error.
-    """
-    found = []
+def task_headers(roots: list[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every file under ``roots`` that reads as a task file: its path and merged header (others passed over)."""
     for root in roots:
         for path in _task_files(Path(root)):
             try:
-                header = read_task_header(path)
+                yield path, read_task_header(path)
             except TaskError:
                 continue
-            if header.get("task") == name and header.get("output_type") == "multiple_choice":
-                found.append(path.resolve())
-    found = sorted(set(found))
+
+
+def find_task(name: str, roots: list[Path], *, headers: Iterable[tuple[Path, dict[str, Any]]] | None = None) -> TaskSource | None:
+    """The task file under ``roots`` whose ``task:`` is ``name``, or None (then try lm-eval's built-ins).
+
+    A shipped or user task wins over an lm-eval built-in of the same name. Files that are not
+    clean task files are passed over; two files defining ``name`` are an error. ``headers``:
+    :func:`task_headers` of ``roots`` when the caller has read them already (one walk for many names).
+    """
+    headers = task_headers(roots) if headers is None else headers
+    found = sorted(
+        {path.resolve() for path, header in headers if header["task"] == name and header.get("output_type") == "multiple_choice"}
+    )
     if len(found) > 1:
         raise TaskDefinitionError(f"task {name!r} is defined by {len(found)} files: {', '.join(map(str, found))}; rename all but one.")
     return TaskSource.from_path(found[0]) if found else None
