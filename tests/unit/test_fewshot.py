@@ -14,11 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ANTONYMS = ROOT / "tasks" / "antonym_choice" / "antonym_choice.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _hermetic(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_datasets")
 
 
 def _lm_eval_task(folder: Path, name: str):

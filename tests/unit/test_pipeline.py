@@ -26,10 +26,7 @@ WORDS = ["hot", "cold", "big", "small", "fast", "slow", "wet", "dry", "old", "ne
 
 
 @pytest.fixture(autouse=True)
-def _hermetic(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def _hermetic(offline_datasets, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTEST_ICL_CACHE", str(tmp_path / "cache"))
 
 

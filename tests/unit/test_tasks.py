@@ -30,11 +30,7 @@ ANTONYMS = ROOT / "tasks" / "antonym_choice" / "antonym_choice.yaml"
 SENTIMENT = ROOT / "tasks" / "sentiment_blue_red" / "sentiment_blue_red.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _hermetic(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_datasets")
 
 
 @pytest.mark.parametrize("path", [ANTONYMS, SENTIMENT])

@@ -33,11 +33,7 @@ metadata: {icl: {shots: 4}}
 """
 
 
-@pytest.fixture(autouse=True)
-def _hermetic(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_datasets")
 
 
 def write_tune_task(folder: Path, text: str = TASK) -> Path:
