@@ -123,9 +123,10 @@ class Summary:
         if names:
             from pytest_icl.tasks.loading import builtin_task_exists
 
+            headers = list(task_headers(self.roots))  # one walk of the task folders for every name
             for name in names:
                 try:
-                    found = find_task(name, self.roots)
+                    found = find_task(name, self.roots, headers=headers)
                 except IclError:
                     continue  # reported when the items are collected
                 if found is not None and builtin_task_exists(name):
