@@ -25,7 +25,7 @@ from pytest_icl.plugin.scheduling import USER_DIST, pin_worker, user_dist
 from pytest_icl.plugin.session import IclCase, IclSession
 from pytest_icl.report.results import ResultStore
 from pytest_icl.sharding import fingerprint, resolve_shard, select
-from pytest_icl.tasks.files import TaskSource, find_task, is_task_file
+from pytest_icl.tasks.files import TaskSource, find_task, is_task_file, task_headers
 
 # A value option's ini type. pytest 9's native TOML ([tool.pytest]) keeps TOML's types and checks
 # them against the registered type: "string" would refuse ``icl_shots = 8``. pytest 9.2 takes a
@@ -254,7 +254,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             roots, _ = _task_roots(config)
             try:
                 # A task file in the task folders wins over an lm-eval built-in of the same name.
-                sources = {name: find_task(name, roots) for name in missing}
+                headers = list(task_headers(roots))  # one walk of the task folders for every name
+                sources = {name: find_task(name, roots, headers=headers) for name in missing}
             except IclError as error:
                 raise pytest.UsageError(f"--icl-task: {error}") from None
         kept, dropped = [], []
