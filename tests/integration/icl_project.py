@@ -89,7 +89,18 @@ def hermetic_env(home: Path) -> dict[str, str]:
     }
 
 
-LEAKY_VARIABLES = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "TRANSFORMERS_OFFLINE")
+# Outer variables that would change what an inner run does or prints. CI and BUILD_NUMBER make
+# pytest >= 8 print its short summary untruncated, so an inner run's output would differ between a
+# developer's terminal and a CI machine.
+LEAKY_VARIABLES = (
+    "PYTEST_ADDOPTS",
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+    "TRANSFORMERS_OFFLINE",
+    "CI",
+    "BUILD_NUMBER",
+)
 
 
 # The inner projects' ini. A tiny random model has no ICL effect, so the gates would make every
