@@ -117,7 +117,7 @@ def _eval_split(config: dict[str, Any], split: str | None) -> str | None:
 def _shots(config: dict[str, Any], raw: dict[str, Any], shots: Any, origin: str) -> tuple[int, list[str]]:
     yaml_k = config.get("num_fewshot")
     if shots is not None:
-        k, by = parse_setting("shots", shots, where="--icl-shots"), "--icl-shots"
+        k, by = parse_setting("shots", shots, where="--icl-shots"), "--icl-shots / icl_shots"  # the flag or the ini key
     elif "shots" in raw:
         k, by = parse_setting("shots", raw["shots"], where=f"{origin}: icl.shots"), "metadata.icl.shots"
     elif isinstance(yaml_k, int) and not isinstance(yaml_k, bool) and yaml_k >= 1:

@@ -159,7 +159,7 @@ def test_typed_toml_values_give_the_run_the_flags_give(project):
 
     assert flags.ret == toml.ret == pytest.ExitCode.OK, toml.stdout.str()[-2000:]
     assert _table(toml) == _table(flags) != []  # the row and the verdicts, number for number
-    toml.stdout.fnmatch_lines(["*configfile: pyproject.toml*", "icl: antonyms: k = 2 (--icl-shots)*"])
+    toml.stdout.fnmatch_lines(["*configfile: pyproject.toml*", "icl: antonyms: k = 2 (--icl-shots / icl_shots)*"])
 
 
 def test_the_ini_table_of_pyproject_still_takes_strings(project):
@@ -170,7 +170,7 @@ def test_the_ini_table_of_pyproject_still_takes_strings(project):
     result = project.run("--collect-only")
 
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
-    result.stdout.fnmatch_lines(["icl: antonyms: k = 2 (--icl-shots)*"])
+    result.stdout.fnmatch_lines(["icl: antonyms: k = 2 (--icl-shots / icl_shots)*"])
 
 
 @pytest.mark.parametrize(
@@ -243,6 +243,6 @@ def test_the_header_says_when_k_is_overridden_once_per_task(project):
 
     notes = [line for line in result.outlines if line.startswith("icl: ")]
     assert notes == [
-        f"icl: {task}: k = 2 (--icl-shots); the YAML sets no num_fewshot, so lm-eval runs it zero-shot (give --num_fewshot 2 to compare)"
+        f"icl: {task}: k = 2 (--icl-shots / icl_shots); the YAML sets no num_fewshot, so lm-eval runs it zero-shot (give --num_fewshot 2 to compare)"
         for task in ("antonyms", "opposites")
     ]

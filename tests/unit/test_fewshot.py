@@ -108,7 +108,7 @@ def test_a_user_yaml_with_num_fewshot_5_runs_with_k_5_and_lm_evals_own_set(tmp_p
             3,
             "k = 3 (metadata.icl.shots); the YAML's num_fewshot is 5, which lm-eval runs unless given --num_fewshot 3",
         ),
-        ("", 2, 2, "k = 2 (--icl-shots); the YAML's num_fewshot is 5"),
+        ("", 2, 2, "k = 2 (--icl-shots / icl_shots); the YAML's num_fewshot is 5"),
         ("metadata: {icl: {shots: 5}}\n", None, 5, None),
     ],
     ids=["icl-shots", "option", "agreeing"],
