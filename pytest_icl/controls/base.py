@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_icl import catalogue
 from pytest_icl.analysis.decision import FAILED, PASSED, UNDECIDED, Decision, combine_outcomes, decide
+from pytest_icl.analysis.verdicts import INCONCLUSIVE  # a control whose checks could not be computed here
 from pytest_icl.catalogue import ControlCheck  # noqa: F401 - re-exported: the check rows' type
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 CONTROLS = catalogue.control_names()
 RUNNABLE = tuple(c.name for c in catalogue.CONTROLS if c.variants)  # what run_control runs: controls with runs of their own
-INCONCLUSIVE = "inconclusive"  # a control whose checks could not be computed here
 
 #: Every control's checks, in the catalogue's order (definitions §12.1, definitions §12.2, definitions §12.4; the catalogue says why each).
 CONTROL_CHECKS: tuple[ControlCheck, ...] = tuple(check for c in catalogue.CONTROLS for check in c.checks)
