@@ -111,7 +111,7 @@ def similarities_per_example(records: Records, g, only: Collection[str] | None =
     run needs its similarities, not another set of random baselines).
     """
     zsl, icl, ft = records.zsl, records.icl, records.ft
-    aligned = getattr(records, "ft_aligned", True)
+    aligned = records.ft_aligned
     metrics_of = {
         "simaou": lambda: metrics.simaou_per_example(zsl.outputs, icl.outputs, ft.outputs),
         "simaou_random": lambda: metrics.random_simaou_per_example(zsl.outputs, icl.outputs, g),

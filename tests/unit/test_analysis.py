@@ -41,6 +41,7 @@ def _records(with_next: bool):
         icl=_setting(g, [0, 1, 0, 1, 1, 1], gold, next_logprobs=logp(), context=True),
         ft=_setting(g, [0, 1, 0, 0, 0, 0], gold, next_logprobs=logp(), queries=True),
         ft_train_queries=torch.randn(L, CTX, D, generator=g),
+        ft_aligned=True,
         ft_losses=[1.0, 0.5],
         gold=gold,
         num_training_tokens=CTX,
