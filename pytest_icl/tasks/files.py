@@ -93,26 +93,26 @@ def whole_number(value: Any) -> int | None:
     return int(number) if number is not None and number.is_integer() else None
 
 
-def finite_number(value: Any) -> float | None:
-    """The one rule for a number: a finite int or float, or text that spells one; None otherwise (nan, inf, a bool)."""
+def _float(value: Any) -> float | None:
+    """An int, float or text that spells a number (nan and inf included) as a float; None otherwise (a bool too)."""
     if isinstance(value, bool):
         return None
     try:
-        number = float(value)  # a string too: PyYAML reads 3e-3 (no dot) as a string
+        return float(value)  # a string too: PyYAML reads 3e-3 (no dot) as a string
     except (TypeError, ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) else None
+
+
+def finite_number(value: Any) -> float | None:
+    """The one rule for a number: a finite int or float, or text that spells one; None otherwise (nan, inf, a bool)."""
+    number = _float(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def tolerance_number(value: Any) -> float | None:
     """A baseline tolerance: a number ≥ 0, where inf (and only inf) switches the metric's check off; nan is none."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if number >= 0 else None  # False for nan
+    number = _float(value)
+    return number if number is not None and number >= 0 else None  # False for nan
 
 
 def _mapping_of(value: Any, rule) -> dict[str, float] | None:

@@ -249,7 +249,7 @@ def _build_lm_eval_task(config: dict[str, Any], origin: str):
         message = _first_line(error)
         if "offline" in message.lower() or "couldn't reach" in message.lower():
             raise TaskUnavailable(f"{origin}: its data is not available offline ({message}).") from None
-        hint = f" (reading {_data_files(config)})" if _data_files(config) else ""
+        hint = f" (reading {files})" if (files := _data_files(config)) else ""
         if isinstance(error, IndexError) and "string index" in message:
             # lm-eval reads choice[0] of the first document's choices while building the task
             hint = ". lm-eval fails this way on an empty answer choice: make doc_to_choice give non-empty strings"
