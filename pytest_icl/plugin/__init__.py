@@ -25,7 +25,7 @@ from pytest_icl.plugin.scheduling import USER_DIST, pin_worker, user_dist
 from pytest_icl.plugin.session import IclCase, IclSession
 from pytest_icl.report.results import ResultStore
 from pytest_icl.sharding import fingerprint, resolve_shard, select
-from pytest_icl.tasks.files import TaskSource, find_task, is_task_file, task_headers
+from pytest_icl.tasks.files import TaskSource, find_task, is_task_file
 
 # A value option's ini type. pytest 9's native TOML ([tool.pytest]) keeps TOML's types and checks
 # them against the registered type: "string" would refuse ``icl_shots = 8``. pytest 9.2 takes a
@@ -141,7 +141,8 @@ def _start(config: pytest.Config, is_worker: bool) -> IclSession:
         from pytest_icl.plugin.summary import refuse_unknown_tasks
 
         named = [config.invocation_params.dir / arg.split("::")[0] for arg in config.args]
-        refuse_unknown_tasks(options.tasks, _task_roots(config)[0], named=named)
+        roots = _task_roots(config)[0]
+        refuse_unknown_tasks(options.tasks, roots, session.task_headers(roots), named=named)
     if not is_worker and (given := user_dist(config, _raw_value(config)("icl_dist"))):
         config.stash[USER_DIST] = given  # xdist's own scheduler then runs, and the header says so
     if options.report is not None:  # last: a run refused above leaves the folder as it was
@@ -254,7 +255,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             roots, _ = _task_roots(config)
             try:
                 # A task file in the task folders wins over an lm-eval built-in of the same name.
-                headers = list(task_headers(roots))  # one walk of the task folders for every name
+                headers = icl.task_headers(roots)  # read once per run: the start-up check read them on the controller
                 sources = {name: find_task(name, roots, headers=headers) for name in missing}
             except IclError as error:
                 raise pytest.UsageError(f"--icl-task: {error}") from None

@@ -36,7 +36,7 @@ from pytest_icl.errors import IclError, ModelError, TaskDefinitionError, TaskUna
 from pytest_icl.models.loading import ModelSpec, resolve_model
 from pytest_icl.options import IclOptions, check_environment
 from pytest_icl.pipeline import IclResult, PipelineSettings, run_pipeline
-from pytest_icl.tasks.files import TaskSource
+from pytest_icl.tasks.files import TaskSource, task_headers
 
 if TYPE_CHECKING:
     from pytest_icl.models.loading import LoadedModel
@@ -134,6 +134,14 @@ class IclSession:
         self._shown: dict[str, str] = {}  # an error's message -> the item that showed it in full
         self.task_files: dict[str, Path] = {}  # task name -> the file collection found it in
         self.task_names: set[str] = set()  # every task collection made items for
+        self._task_headers: list[tuple[Path, dict]] | None = None
+
+    def task_headers(self, roots: list[Path]) -> list[tuple[Path, dict]]:
+        """The task folders' task files and their headers, read once per run: the ``--icl-task`` check at start,
+        the report header and the collection of named tasks all look names up in them."""
+        if self._task_headers is None:
+            self._task_headers = list(task_headers(roots))
+        return self._task_headers
 
     # ---- what collection found
 

@@ -58,13 +58,13 @@ def task_notes(sources: list[TaskSource], options) -> list[str]:
     return lines
 
 
-def refuse_unknown_tasks(names: tuple[str, ...], roots: list[Path], *, named: list[Path]) -> None:
+def refuse_unknown_tasks(names: tuple[str, ...], roots: list[Path], in_roots: list[tuple[Path, dict]], *, named: list[Path]) -> None:
     """Each ``--icl-task`` name must be one task file's (in the task folders or named on the command line)
     or lm-eval's; else an OptionError (exit 4) naming the closest known names, before any model loads.
 
     Run on the controller at start: under xdist the workers collect, and a usage error raised there
-    crashes them (INTERNALERROR) instead of ending the run with the message."""
-    in_roots = list(task_headers(roots))  # one walk of the task folders serves every name
+    crashes them (INTERNALERROR) instead of ending the run with the message. ``in_roots``: the task
+    files of ``roots`` and their headers (:func:`pytest_icl.tasks.files.task_headers`)."""
     named_files = [path for path in named if path.suffix in (".yaml", ".yml") and path.is_file()]
     local = {header["task"]: path for path, header in reversed([*in_roots, *task_headers(named_files)])}
     for name in names:
@@ -123,7 +123,7 @@ class Summary:
         if names:
             from pytest_icl.tasks.loading import builtin_task_exists
 
-            headers = list(task_headers(self.roots))  # one walk of the task folders for every name
+            headers = self.session.task_headers(self.roots)
             for name in names:
                 try:
                     found = find_task(name, self.roots, headers=headers)
